@@ -1,0 +1,8 @@
+"""optlib's optimizers. Each module holds one method and the readable update it is built on."""
+
+# --- torch.optim family (foundation) ---
+from .sgd import SGD
+
+__all__ = [
+    "SGD",
+]
