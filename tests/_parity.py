@@ -58,4 +58,6 @@ def run(
 def assert_close_lists(got, expected, *, rtol=1e-12, atol=1e-14, what="parameters"):
     assert len(got) == len(expected)
     for i, (a, b) in enumerate(zip(got, expected)):
-        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m, i=i: f"{what}[{i}]: {m}")
+        torch.testing.assert_close(
+            a, b, rtol=rtol, atol=atol, msg=lambda m, i=i: f"{what}[{i}]: {m}"
+        )

@@ -26,8 +26,14 @@ SHAPES = [(3,), (4, 5), (2, 3, 2)]
 def test_matches_torch(lr, momentum, dampening, weight_decay, nesterov, maximize, foreach, seed):
     if nesterov and (momentum == 0 or dampening != 0):
         nesterov = False
-    kw = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-              nesterov=nesterov, maximize=maximize)
+    kw = dict(
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
     p0 = make_params(SHAPES, seed=seed)
     # maximize=True ascends, so give it a loss with a maximum.
     loss_fn = (lambda ps: -quartic_loss(ps)) if maximize else quartic_loss
