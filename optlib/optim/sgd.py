@@ -6,13 +6,13 @@ Same arguments, defaults and results as :class:`torch.optim.SGD`.
 
    g_t &\leftarrow \nabla f(\theta_{t-1}) + \lambda\,\theta_{t-1}
        &&\text{(L2 weight decay } \lambda\text{)} \\
-   b_t &\leftarrow \begin{cases} g_t & t = 1 \\ \mu\, b_{t-1} + (1-\tau)\, g_t & t > 1 \end{cases}
-       &&\text{(momentum } \mu\text{, dampening } \tau\text{)} \\
-   d_t &\leftarrow \begin{cases} g_t + \mu\, b_t & \text{nesterov} \\ b_t & \text{otherwise}
+   b_t &\leftarrow \begin{cases} g_t & t = 1 \\ \beta\, b_{t-1} + (1-\tau)\, g_t & t > 1 \end{cases}
+       &&\text{(momentum } \beta\text{, dampening } \tau\text{)} \\
+   d_t &\leftarrow \begin{cases} g_t + \beta\, b_t & \text{nesterov} \\ b_t & \text{otherwise}
        \end{cases} \\
    \theta_t &\leftarrow \theta_{t-1} - \eta\, d_t
 
-With :math:`\mu = 0` this is plain gradient descent, :math:`\theta_t = \theta_{t-1} - \eta g_t`
+With :math:`\beta = 0` this is plain gradient descent, :math:`\theta_t = \theta_{t-1} - \eta g_t`
 (Cauchy, 1847). Momentum is Polyak's heavy ball (1964) in the convention of Sutskever et al.
 (2013), with torch's first step :math:`b_1 = g_1` (no dampening on the first step).
 """
@@ -92,7 +92,7 @@ class SGD(Optimizer):
     Args:
         params: parameters or param groups.
         lr: learning rate :math:`\eta \ge 0`.
-        momentum: momentum :math:`\mu \ge 0`.
+        momentum: momentum :math:`\beta \ge 0`.
         dampening: dampening :math:`\tau \ge 0` of the gradient in the momentum buffer.
         weight_decay: L2 penalty :math:`\lambda \ge 0`, added to the gradient.
         nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
