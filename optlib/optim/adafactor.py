@@ -96,7 +96,7 @@ def adafactor_update(
         V_hat = V.clone()
 
     U = V_hat.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
-    clip = max(1.0, _rms(U) / d)
+    clip = max(1.0, U.norm(2).item() / (U.numel() ** 0.5 * d))  # max(1, RMS(U) / d)
     theta.add_(U, alpha=-alpha / clip)
 
 
