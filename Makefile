@@ -34,6 +34,7 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+	$(PY) -m pytest -p tests.nbtiming --nbval-lax --nbval-current-env chapters
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow" -x -q

@@ -44,9 +44,7 @@ def optlib_fingerprint(root: Path = ROOT) -> str:
 
 
 def _imports_optlib(nb) -> bool:
-    return any(
-        c.cell_type == "code" and re.search(r"\boptlib\b", c.source) for c in nb.cells
-    )
+    return any(c.cell_type == "code" and re.search(r"\boptlib\b", c.source) for c in nb.cells)
 
 
 def invalidate_stale_executions(cache_dir: Path, fingerprint: str) -> int:
@@ -70,14 +68,20 @@ def invalidate_stale_executions(cache_dir: Path, fingerprint: str) -> int:
 def check_html(html_dir: Path) -> list[str]:
     """Problems in the built site: missing local targets and assets loaded from the network."""
     problems = []
-    attr = re.compile(r"""<(a|link|script|img|source|iframe)\b[^>]*?\b(href|src)=["']([^"']+)["']""")
+    attr = re.compile(
+        r"""<(a|link|script|img|source|iframe)\b[^>]*?\b(href|src)=["']([^"']+)["']"""
+    )
     for page in sorted(html_dir.rglob("*.html")):
+        if "_static" in page.relative_to(html_dir).parts:
+            continue  # theme templates, not pages
         text = page.read_text(errors="replace")
         for tag, _, url in attr.findall(text):
             parts = urlsplit(url)
             if parts.scheme in ("http", "https") or url.startswith("//"):
                 if tag in ("script", "link", "img", "iframe", "source"):
-                    problems.append(f"{page.relative_to(html_dir)}: <{tag}> loads {url} from the network")
+                    problems.append(
+                        f"{page.relative_to(html_dir)}: <{tag}> loads {url} from the network"
+                    )
                 continue
             if parts.scheme or not parts.path:
                 continue  # mailto:, data:, javascript:, or a same-page #anchor

@@ -1,0 +1,70 @@
+"""The book's source: clean notebooks, a complete table of contents, working code in the docs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTER_NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        for ch in part["chapters"]:
+            files.append(ch["file"])
+            files += [s["file"] for s in ch.get("sections", [])]
+    return files
+
+
+@pytest.mark.parametrize("nb", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_notebooks_are_stored_without_outputs(nb):
+    data = json.loads(nb.read_text())
+    dirty = [
+        i
+        for i, c in enumerate(data["cells"])
+        if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))
+    ]
+    assert not dirty, f"{nb.name}: cells {dirty} have stored outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("nb", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_notebooks_seed_first(nb):
+    data = json.loads(nb.read_text())
+    code = [c for c in data["cells"] if c["cell_type"] == "code"]
+    assert code and "seed_everything(" in "".join(code[0]["source"]), (
+        f"{nb.name}: the first code cell must call optlib.seed_everything"
+    )
+
+
+def test_every_toc_entry_exists_and_every_chapter_is_listed():
+    listed = set(_toc_files())
+    for f in listed:
+        assert any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), f"missing {f}"
+    for nb in CHAPTER_NOTEBOOKS:
+        assert f"chapters/{nb.stem}" in listed, f"{nb.name} is not in _toc.yml"
+
+
+def _python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "chapters/intro.md"])
+def test_code_examples_in_docs_run(doc, tmp_path):
+    blocks = _python_blocks(ROOT / doc)
+    assert blocks, f"{doc} has no python example"
+    for code in blocks:
+        script = tmp_path / "example.py"
+        script.write_text(code)
+        r = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        )
+        assert r.returncode == 0, f"example in {doc} failed:\n{code}\n{r.stderr[-2000:]}"
