@@ -1,0 +1,340 @@
+r"""Muon: momentum orthogonalised by Newton–Schulz (chapter 10).
+
+Same update rule as the authors' reference code, KellerJordan/Muon ``muon.py``
+(``SingleDeviceMuon`` and ``SingleDeviceMuonWithAuxAdam``); Jordan et al., *Muon: An optimizer
+for hidden layers in neural networks* (2024). For a hidden weight matrix :math:`\theta` with
+gradient :math:`g_t`, momentum :math:`\beta` and learning rate :math:`\eta`:
+
+.. math::
+
+   b_t &\leftarrow \operatorname{lerp}(b_{t-1}, g_t, 1-\beta)
+        = \beta\, b_{t-1} + (1-\beta)\, g_t && (b_0 = 0) \\
+   u_t &\leftarrow \begin{cases} \operatorname{lerp}(g_t, b_t, \beta) & \text{nesterov} \\
+        b_t & \text{otherwise} \end{cases} \\
+   o_t &\leftarrow \mathrm{NS}_5(u_t)\, \sqrt{\max(1,\ \text{rows}/\text{cols})} \\
+   \theta_t &\leftarrow \theta_{t-1}(1 - \eta\lambda) - \eta\, o_t
+
+A convolution filter ``(out, in, kh, kw)`` is viewed as the matrix ``(out, in·kh·kw)`` for
+:math:`\mathrm{NS}_5` and for rows/cols. :math:`\mathrm{NS}_5` (:func:`newton_schulz5`) replaces
+:math:`u = U\Sigma V^\top` by approximately :math:`U V^\top`: it is the nearest semi-orthogonal
+matrix, so every direction in the update gets the same step length.
+
+Muon is meant for hidden matrices only. Embeddings, the output head and every 1-D parameter
+(biases, gains) go to AdamW; :class:`MuonWithAuxAdamW` runs both in one optimizer and
+:func:`muon_param_groups` splits a model's parameters the way the authors do.
+
+Deviations from the reference (none changes an update of a parameter that has a gradient):
+
+* a parameter whose ``.grad`` is ``None`` is skipped, as in :mod:`torch.optim` (the reference
+  substitutes a zero gradient to keep distributed ranks in step);
+* ``p.grad`` is left untouched (the reference overwrites it with the Nesterov blend in place);
+* every tensor with more than 2 dimensions is flattened to ``(shape[0], -1)`` (the reference
+  flattens 4-D tensors only) and rows/cols are read from that matrix (as the reference does since
+  its fix of issue #63; earlier versions read the kernel's ``kh/kw``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ._base import Optimizer, new_step_counter, scalar, scalar_step
+from ._validate import check_beta, check_betas, check_nonnegative, check_positive_int
+from .adam import adam_update
+
+#: Coefficients (a, b, c) of the quintic Newton–Schulz iteration, chosen by the authors to
+#: maximise the slope at zero (so small singular values grow fast) at the price of converging to
+#: a band around 1 instead of to 1 exactly.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+_MUON_DEFAULTS = dict(lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True, ns_steps=5)
+_ADAMW_DEFAULTS = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
+
+
+def newton_schulz5(
+    G: Tensor, steps: int = 5, *, dtype: torch.dtype | None = torch.bfloat16
+) -> Tensor:
+    r"""Approximately orthogonalise the matrix ``G`` (its "zeroth power" :math:`UV^\top`).
+
+    .. math::
+
+       X_0 = \frac{G}{\lVert G\rVert_F + 10^{-7}} \ (\text{transposed if rows} > \text{cols}),
+       \qquad A_k = X_k X_k^\top, \qquad X_{k+1} = a X_k + (b A_k + c A_k^2) X_k
+
+    with :math:`(a, b, c) =` :data:`NS_COEFFICIENTS`. Dividing by the Frobenius norm puts every
+    singular value in :math:`[0, 1]`; each step maps a singular value :math:`\sigma` to
+    :math:`a\sigma + b\sigma^3 + c\sigma^5`, which pushes it towards a band around 1 (roughly
+    0.7–1.2 after five steps), while :math:`U` and :math:`V` are unchanged.
+
+    Args:
+        G: a matrix (2-D tensor).
+        steps: number of iterations.
+        dtype: the dtype the iteration runs in; ``torch.bfloat16`` (the reference's choice, fast
+            on accelerators) by default, ``None`` for ``G``'s own dtype (e.g. float64 in tests).
+
+    Returns:
+        the orthogonalised matrix, same shape as ``G``, in ``dtype``.
+    """
+    if G.ndim != 2:
+        raise ValueError(f"newton_schulz5 expects a matrix, got a tensor of shape {tuple(G.shape)}")
+    a, b, c = NS_COEFFICIENTS
+    X = G.to(dtype) if dtype is not None else G
+    tall = G.size(0) > G.size(1)
+    if tall:
+        X = X.T  # iterate on the wide orientation: A = X Xᵀ is the smaller Gram matrix
+    X = X / (X.norm() + 1e-7)
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if tall else X
+
+
+def muon_update(
+    theta: Tensor,
+    g: Tensor,
+    b: Tensor,
+    *,
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    ns_steps: int,
+    weight_decay: float,
+    ns_dtype: torch.dtype | None,
+) -> None:
+    r"""One Muon step on one weight tensor, in place (``b`` is the momentum buffer :math:`b`)."""
+    b.lerp_(g, 1 - momentum)
+    u = g.lerp(b, momentum) if nesterov else b
+    U = u.reshape(len(u), -1) if u.ndim > 2 else u
+    o = newton_schulz5(U, ns_steps, dtype=ns_dtype)
+    o = o * math.sqrt(max(1.0, U.size(0) / U.size(1)))
+    theta.mul_(1 - lr * weight_decay)
+    theta.add_(o.reshape_as(theta), alpha=-lr)
+
+
+def _check_muon_params(params: Iterable[Tensor]) -> None:
+    for p in params:
+        if p.ndim < 2:
+            raise ValueError(
+                f"Invalid params: Muon only updates matrices (ndim >= 2), got a parameter of "
+                f"shape {tuple(p.shape)}. Optimise embeddings, the output head, biases and gains "
+                "with AdamW: use MuonWithAuxAdamW with param groups from muon_param_groups(model)."
+            )
+
+
+def _check_muon_hyper(group: dict) -> None:
+    check_nonnegative("lr", group["lr"])
+    check_beta("momentum", group["momentum"])
+    check_nonnegative("weight_decay", group["weight_decay"])
+    check_positive_int("ns_steps", group["ns_steps"])
+    if not isinstance(group["nesterov"], bool):
+        raise ValueError(f"Invalid nesterov: {group['nesterov']!r}; allowed values are True/False")
+
+
+def _muon_step_group(optimizer: torch.optim.Optimizer, group: dict) -> None:
+    hyper = dict(
+        lr=scalar(group["lr"]),
+        momentum=group["momentum"],
+        nesterov=group["nesterov"],
+        ns_steps=group["ns_steps"],
+        weight_decay=group["weight_decay"],
+        ns_dtype=group["ns_dtype"],
+    )
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        state = optimizer.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        muon_update(p, p.grad, state["momentum_buffer"], **hyper)
+
+
+class Muon(Optimizer):
+    r"""Muon for hidden weight matrices (see the module docstring for the update).
+
+    Args:
+        params: parameters or param groups; every parameter must have ``ndim >= 2``.
+        lr: learning rate :math:`\eta \ge 0`, in units of spectral norm per step.
+        weight_decay: decoupled (AdamW-style) weight decay :math:`\lambda \ge 0`.
+        momentum: momentum :math:`\beta \in [0, 1)`.
+        nesterov: use the Nesterov blend :math:`\operatorname{lerp}(g, b, \beta)`.
+        ns_steps: Newton–Schulz iterations.
+        ns_dtype: dtype of the Newton–Schulz iteration: ``torch.bfloat16`` as in the reference,
+            or ``None`` to run it in each parameter's own dtype (exact float64 checks).
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float | Tensor = 0.02,
+        weight_decay: float = 0.0,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        *,
+        ns_dtype: torch.dtype | None = torch.bfloat16,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+            ns_dtype=ns_dtype,
+        )
+        _check_muon_hyper(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        _check_muon_params(params)
+        super().add_param_group(param_group)
+        _check_muon_hyper(self.param_groups[-1])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Take one step; ``closure`` re-evaluates the loss and returns it."""
+        loss = self._evaluate(closure)
+        for group in self.param_groups:
+            _muon_step_group(self, group)
+        return loss
+
+
+class MuonWithAuxAdamW(Optimizer):
+    r"""One optimizer for a whole network: Muon on hidden matrices, AdamW on everything else.
+
+    Every param group carries ``use_muon``. Groups with ``use_muon=True`` take :class:`Muon`'s
+    hyperparameters (defaults lr 0.02, momentum 0.95, nesterov True, ns_steps 5, weight_decay 0,
+    ns_dtype bfloat16); groups with ``use_muon=False`` take AdamW's (defaults lr 3e-4,
+    betas (0.9, 0.95), eps 1e-10, weight_decay 0, as in the reference) and are updated by optlib's
+    Adam step with decoupled weight decay:
+
+    .. math::
+
+       \theta \leftarrow \theta(1-\eta\lambda); \quad
+       m \leftarrow \operatorname{lerp}(m, g, 1-\beta_1); \quad
+       v \leftarrow \operatorname{lerp}(v, g^2, 1-\beta_2); \quad
+       \theta \leftarrow \theta - \eta\,
+       \frac{m/(1-\beta_1^t)}{\sqrt{v/(1-\beta_2^t)} + \epsilon}
+
+    Build the groups with :func:`muon_param_groups`::
+
+        opt = MuonWithAuxAdamW(muon_param_groups(model, muon_lr=0.02, adamw_lr=3e-4))
+    """
+
+    def __init__(self, param_groups: Iterable[dict]) -> None:
+        param_groups = list(param_groups)
+        if not param_groups or not all(isinstance(g, dict) for g in param_groups):
+            raise ValueError(
+                "Invalid param_groups: MuonWithAuxAdamW takes a list of dicts, each with "
+                "'params' and 'use_muon' (see muon_param_groups)"
+            )
+        super().__init__(param_groups, {})
+
+    def add_param_group(self, param_group: dict) -> None:
+        if "use_muon" not in param_group:
+            raise ValueError(
+                "Invalid param group: missing 'use_muon' (True for Muon, False for AdamW)"
+            )
+        use_muon = param_group["use_muon"]
+        defaults = dict(_MUON_DEFAULTS, ns_dtype=torch.bfloat16) if use_muon else _ADAMW_DEFAULTS
+        unknown = set(param_group) - set(defaults) - {"params", "use_muon"}
+        if unknown:
+            kind = "Muon" if use_muon else "AdamW"
+            raise ValueError(
+                f"Invalid param group keys {sorted(unknown)} for a {kind} group; allowed: "
+                f"{sorted(defaults)}"
+            )
+        group = {**defaults, **param_group}
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        if use_muon:
+            _check_muon_params(params)
+            _check_muon_hyper(group)
+        else:
+            check_nonnegative("lr", group["lr"])
+            check_betas(group["betas"])
+            check_nonnegative("eps", group["eps"])
+            check_nonnegative("weight_decay", group["weight_decay"])
+        super().add_param_group(group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Take one step; ``closure`` re-evaluates the loss and returns it."""
+        loss = self._evaluate(closure)
+        for group in self.param_groups:
+            if group["use_muon"]:
+                _muon_step_group(self, group)
+                continue
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = new_step_counter()
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                adam_update(
+                    p,
+                    p.grad,
+                    state["exp_avg"],
+                    state["exp_avg_sq"],
+                    step=scalar_step(state["step"]),
+                    lr=scalar(group["lr"]),
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    decoupled=True,
+                )
+        return loss
+
+
+def muon_param_groups(
+    model: nn.Module,
+    *,
+    head: nn.Module | None = None,
+    muon_lr: float = 0.02,
+    adamw_lr: float = 3e-4,
+    weight_decay: float = 0.0,
+    **muon_kwargs: object,
+) -> list[dict]:
+    """Split ``model``'s parameters the way Muon's authors do, as groups for MuonWithAuxAdamW.
+
+    * Muon (``use_muon=True``): every hidden weight with ``ndim >= 2``;
+    * AdamW (``use_muon=False``): embeddings (weights of ``nn.Embedding``/``nn.EmbeddingBag``
+      and parameters whose name contains ``"embed"``), the output ``head`` (by default the last
+      ``nn.Linear`` in ``model.modules()``), and every parameter with ``ndim < 2`` (biases, gains).
+
+    A tied parameter (the head sharing the embedding's weight) appears once, on the AdamW side.
+    ``muon_kwargs`` (momentum, nesterov, ns_steps, ns_dtype) go to the Muon group. Empty groups
+    are left out.
+    """
+    if head is None:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        head = linears[-1] if linears else None
+    adamw_ids: set[int] = set()
+    if head is not None:
+        adamw_ids.update(id(p) for p in head.parameters())
+    for m in model.modules():
+        if isinstance(m, nn.Embedding | nn.EmbeddingBag):
+            adamw_ids.update(id(p) for p in m.parameters())
+    muon, adamw, seen = [], [], set()
+    for name, p in model.named_parameters():
+        if id(p) in seen or not p.requires_grad:
+            continue
+        seen.add(id(p))
+        if p.ndim >= 2 and id(p) not in adamw_ids and "embed" not in name:
+            muon.append(p)
+        else:
+            adamw.append(p)
+    groups = [
+        dict(params=muon, use_muon=True, lr=muon_lr, weight_decay=weight_decay, **muon_kwargs),
+        dict(params=adamw, use_muon=False, lr=adamw_lr, weight_decay=weight_decay),
+    ]
+    return [g for g in groups if g["params"]]
