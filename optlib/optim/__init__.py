@@ -24,6 +24,11 @@ from .lion import Lion
 from .schedulefree import AdamWScheduleFree
 from .sophia import SophiaG, SophiaH
 
+# --- matrix preconditioners (Shampoo, SOAP) ---
+# isort: split
+from .shampoo import Shampoo
+from .soap import SOAP
+
 __all__ = [
     "SGD",
     "Adafactor",
@@ -45,4 +50,7 @@ __all__ = [
     "LARS",
     "LAMB",
     "AdamWScheduleFree",
+    # --- matrix preconditioners (Shampoo, SOAP) ---
+    "Shampoo",
+    "SOAP",
 ]

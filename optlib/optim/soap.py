@@ -1,0 +1,368 @@
+r"""SOAP: Adam in the eigenbasis of Shampoo's preconditioner (chapter 10).
+
+Same update rule, defaults and order of operations as the authors' reference implementation,
+``SOAP`` in nikhilvyas/SOAP (``soap.py``). Vyas, Morwani, Zhao, Kwun, Shapira, Brandfonbrener,
+Janson & Kakade, "SOAP: Improving and Stabilizing Shampoo using Adam", 2024 (arXiv:2409.11321).
+
+For a matrix :math:`W` with gradient :math:`G_t`, SOAP keeps Shampoo's factors
+:math:`L, R` (exponential averages with rate :math:`\beta_s`, ``shampoo_beta``, by default
+:math:`\beta_2`), their eigenbases :math:`Q_L, Q_R`, and Adam's moments :math:`m, v` *in that
+basis*. Step :math:`t = 1, 2, \dots` counts the Adam updates:
+
+.. math::
+
+   G' &= Q_L^\top G_t\, Q_R &&\text{(rotate into the eigenbasis)} \\
+   m &\leftarrow \beta_1 m + (1-\beta_1)\, G', \qquad
+   v \leftarrow \beta_2 v + (1-\beta_2)\, G'\odot G' \\
+   N &= Q_L \,\frac{m}{\sqrt{v} + \epsilon}\, Q_R^\top
+   &&\text{(rotate back)} \\
+   W &\leftarrow W - \eta\,\frac{\sqrt{1-\beta_2^{\,t}}}{1-\beta_1^{\,t}}\, N,
+   \qquad W \leftarrow W - \eta\lambda\, W
+   &&\text{(decoupled decay, after the step)} \\
+   L &\leftarrow \beta_s L + (1-\beta_s)\, G_t G_t^\top, \qquad
+   R \leftarrow \beta_s R + (1-\beta_s)\, G_t^\top G_t \\
+   Q_L &\leftarrow \operatorname{qr}(L\, Q_L),\quad Q_R \leftarrow \operatorname{qr}(R\, Q_R)
+   &&\text{(every } f \text{ steps)}
+
+*The first call is a no-op for the parameters*: it only folds :math:`G_1` into :math:`L, R` and
+sets :math:`Q_L, Q_R` to their eigenvectors (``eigh``, largest eigenvalue first), "so that we
+never use the current gradients in the projection". The factors are updated *after* the step, so
+:math:`G_t` is always rotated by a basis built from earlier gradients.
+
+*The basis refresh* (every ``precondition_frequency`` Adam steps, :math:`t \bmod f = 0`) is one
+step of power iteration followed by QR: the columns of :math:`Q` are first sorted by the
+estimated eigenvalues :math:`\operatorname{diag}(Q^\top L Q)`, largest first, and :math:`v` is
+permuted along that dimension with them; :math:`m` is rotated back with the old basis and into
+the new one.
+
+*Tensors of any order* keep one factor per dimension (the mode-:math:`i` Gram matrices); a
+dimension larger than ``max_precond_dim`` gets no factor (identity basis). Vectors are
+preconditioned only with ``precondition_1d=True``, so by default they get plain Adam.
+``merge_dims=True`` reshapes a tensor first, merging neighbouring dimensions (from the first)
+while their product stays :math:`\le` ``max_precond_dim``; with ``data_format="channels_last"``
+a 4-D tensor is permuted ``(0, 3, 1, 2)`` before merging. ``normalize_grads`` rescales
+:math:`N` to unit RMS; ``correct_bias=False`` drops the bias correction.
+
+*Precision*: statistics live in the parameter's dtype (float32 for bfloat16/float16
+parameters); the eigendecomposition and the power-iteration/QR refresh run in float64 (the
+reference runs them in float32, and retries ``eigh`` in float64 only when float32 fails). If
+``eigh`` fails even on the shifted retry (:func:`._matrix.symmetric_eigh`), the initial basis is
+the identity, and a refresh on a non-finite factor keeps the previous basis, with a warning.
+The reference adds :math:`10^{-30} I` before ``eigh``; in float64 that changes nothing (and
+``eigh`` of the zero matrix is already the identity), so it is left out.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from ._base import Optimizer, new_step_counter, scalar, scalar_step
+from ._matrix import (
+    EighError,
+    mode_gram,
+    mode_product,
+    restore_float32_state,
+    state_dtype,
+    symmetric_eigh,
+)
+from ._validate import (
+    check_betas,
+    check_choice,
+    check_interval,
+    check_nonnegative,
+    check_positive_int,
+)
+
+DATA_FORMATS = ("channels_first", "channels_last")
+
+
+def soap_merged_shape(shape: tuple[int, ...], max_dim: int) -> tuple[int, ...]:
+    """The reference's ``SOAP.merge_dims`` shape: merge dimensions from the first one while
+    their product stays at most ``max_dim``; a dimension larger than ``max_dim`` stays alone.
+
+    ``(4, 8, 3, 3)`` with ``max_dim=100`` becomes ``(32, 9)``; ``()`` becomes ``(1,)``."""
+    merged: list[int] = []
+    current = 1
+    for d in shape:
+        if current * d > max_dim:
+            if current > 1:
+                merged.append(current)
+                current = d
+            else:
+                merged.append(d)
+                current = 1
+        else:
+            current *= d
+    if current > 1 or not merged:
+        merged.append(current)
+    return tuple(merged)
+
+
+class _View:
+    """The reshaping SOAP applies before its factors: ``merge_dims`` (and ``data_format``)."""
+
+    def __init__(self, shape: torch.Size, merge: bool, max_dim: int, data_format: str) -> None:
+        self.shape = tuple(shape)
+        self.active = merge and len(shape) != 1  # the reference never merges vectors
+        self.permute = self.active and data_format == "channels_last" and len(shape) == 4
+        permuted = tuple(shape[i] for i in (0, 3, 1, 2)) if self.permute else self.shape
+        self.permuted_shape = permuted
+        self.view_shape = soap_merged_shape(permuted, max_dim) if self.active else self.shape
+
+    def to(self, x: Tensor) -> Tensor:
+        if not self.active:
+            return x
+        return (x.permute(0, 3, 1, 2) if self.permute else x).reshape(self.view_shape)
+
+    def back(self, y: Tensor) -> Tensor:
+        if not self.active:
+            return y
+        y = y.reshape(self.permuted_shape)
+        return y.permute(0, 2, 3, 1) if self.permute else y
+
+
+def preconditioned_dims(
+    shape: tuple[int, ...], view_shape: tuple[int, ...], *, max_dim: int, precondition_1d: bool
+) -> list[bool]:
+    """Which dimensions of the (viewed) tensor get a factor: those of size at most ``max_dim``;
+    a vector only with ``precondition_1d``."""
+    if len(shape) == 1:
+        return [precondition_1d and shape[0] <= max_dim]
+    return [d <= max_dim for d in view_shape]
+
+
+def update_factors(factors: list[Tensor | None], G: Tensor, shampoo_beta: float) -> None:
+    r""":math:`F_i \leftarrow \beta_s F_i + (1-\beta_s)\, G_{(i)}G_{(i)}^\top` (a ``lerp``) for
+    every preconditioned dimension :math:`i`, in place."""
+    for i, F in enumerate(factors):
+        if F is not None:
+            F.lerp_(mode_gram(G, i), 1 - shampoo_beta)
+
+
+def eigenbases(factors: list[Tensor | None]) -> list[Tensor | None]:
+    r"""The initial bases: eigenvectors of every factor, largest eigenvalue first (``eigh`` in
+    float64). The identity, with a warning, if the eigendecomposition fails."""
+    bases: list[Tensor | None] = []
+    for F in factors:
+        if F is None:
+            bases.append(None)
+            continue
+        try:
+            _, Q = symmetric_eigh(F)
+            bases.append(Q.flip(1).to(F.dtype))
+        except EighError as error:
+            warnings.warn(
+                f"SOAP: eigh of a {F.shape[0]}x{F.shape[0]} factor failed ({error}); "
+                "starting from the identity basis",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            bases.append(torch.eye(F.shape[0], dtype=F.dtype, device=F.device))
+    return bases
+
+
+def refreshed_bases(
+    factors: list[Tensor | None], bases: list[Tensor | None], v: Tensor
+) -> tuple[list[Tensor | None], Tensor]:
+    r"""One power-iteration step and a QR per factor, :math:`Q \leftarrow
+    \operatorname{qr}(F Q)`, after sorting the columns of :math:`Q` by the estimated
+    eigenvalues :math:`\operatorname{diag}(Q^\top F Q)` (largest first). ``v`` (in the viewed
+    shape) is permuted along each dimension like the columns; returns the new bases and ``v``."""
+    new_bases: list[Tensor | None] = []
+    for i, (F, Q) in enumerate(zip(factors, bases)):
+        if F is None or Q is None:
+            new_bases.append(Q)
+            continue
+        if not torch.isfinite(F).all():
+            warnings.warn(
+                "SOAP: non-finite factor (NaN/inf gradients?); keeping the previous basis",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            new_bases.append(Q)
+            continue
+        F64, Q64 = F.to(torch.float64), Q.to(torch.float64)
+        order = torch.argsort((Q64.T @ F64 @ Q64).diagonal(), descending=True)
+        v = v.index_select(i, order)
+        new_bases.append(torch.linalg.qr(F64 @ Q64[:, order]).Q.to(F.dtype))
+    return new_bases, v
+
+
+def soap_update(
+    theta: Tensor,
+    g: Tensor,
+    state: dict,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    shampoo_beta: float,
+    eps: float,
+    weight_decay: float,
+    precondition_frequency: int,
+    view: _View,
+    dims: list[bool],
+    normalize_grads: bool,
+    correct_bias: bool,
+) -> None:
+    r"""One SOAP step on one tensor, in place (see the module docstring for the rule).
+
+    ``state`` holds the Adam step count ``step``, the moments ``m`` and ``v`` (in the
+    eigenbasis, stored in the parameter's shape), the ``factors`` and their bases ``Q``
+    (``None`` for a dimension without a factor). A fresh ``state`` gets the no-op first step.
+    """
+    dtype = state_dtype(theta)
+    G = g.to(dtype)
+    if "Q" not in state:  # the first step only gathers statistics
+        state["step"] = new_step_counter()
+        state["m"] = torch.zeros_like(G)
+        state["v"] = torch.zeros_like(G)
+        state["factors"] = [
+            torch.zeros(d, d, dtype=dtype, device=G.device) if keep else None
+            for d, keep in zip(view.view_shape, dims)
+        ]
+        update_factors(state["factors"], view.to(G), shampoo_beta)
+        state["Q"] = eigenbases(state["factors"])
+        return
+
+    m, v, factors, Q = state["m"], state["v"], state["factors"], state["Q"]
+    G_rot = view.back(mode_product(view.to(G), Q))  # G' = Q_L^T G Q_R
+    state["step"] += 1
+    t = scalar_step(state["step"])
+    m.mul_(beta1).add_(G_rot, alpha=1 - beta1)
+    v.mul_(beta2).add_(G_rot.square(), alpha=1 - beta2)
+    step_size = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) if correct_bias else lr
+    N = view.back(mode_product(view.to(m / (v.sqrt() + eps)), Q, transpose=True))
+    if normalize_grads:
+        N = N / (1e-30 + N.square().mean().sqrt())
+    theta.add_(N.to(theta.dtype), alpha=-step_size)
+    if weight_decay > 0:
+        theta.add_(theta, alpha=-lr * weight_decay)
+
+    # Statistics for the next step: the factors take G_t only now.
+    refresh = t % precondition_frequency == 0
+    if refresh:
+        m_original = view.back(mode_product(view.to(m), Q, transpose=True))
+    update_factors(factors, view.to(G), shampoo_beta)
+    if refresh:
+        Q, v_view = refreshed_bases(factors, Q, view.to(v))
+        state["Q"] = Q
+        state["v"] = view.back(v_view).contiguous()
+        state["m"] = view.back(mode_product(view.to(m_original), Q)).contiguous()
+
+
+class SOAP(Optimizer):
+    r"""SOAP (Vyas et al., 2024) as in the reference ``soap.py``.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate :math:`\eta \ge 0`.
+        betas: Adam's :math:`(\beta_1, \beta_2)`, each in :math:`[0, 1)`.
+        shampoo_beta: :math:`\beta_s \in [0, 1)` for the factors; negative (default -1): use
+            :math:`\beta_2`.
+        eps: Adam's :math:`\epsilon \ge 0`, added to :math:`\sqrt{v}`.
+        weight_decay: decoupled decay :math:`\lambda \ge 0`, applied after the step.
+        precondition_frequency: :math:`f \ge 1` Adam steps between basis refreshes.
+        max_precond_dim: dimensions larger than this (:math:`\ge 1`) get no factor.
+        merge_dims: merge small dimensions before building factors.
+        precondition_1d: give vectors a factor too (default: plain Adam for vectors).
+        normalize_grads: rescale each update to unit RMS.
+        data_format: ``"channels_first"`` or ``"channels_last"`` (4-D tensors, with
+            ``merge_dims``).
+        correct_bias: Adam's bias correction.
+        maximize: ascend instead of descend.
+
+    ``merge_dims``, ``max_precond_dim``, ``precondition_1d`` and ``data_format`` fix the
+    state's layout at the first step.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float | Tensor = 3e-3,
+        betas: tuple[float, float] = (0.95, 0.95),
+        shampoo_beta: float = -1,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        precondition_frequency: int = 10,
+        max_precond_dim: int = 10000,
+        merge_dims: bool = False,
+        precondition_1d: bool = False,
+        normalize_grads: bool = False,
+        data_format: str = "channels_first",
+        correct_bias: bool = True,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        check_nonnegative("lr", lr)
+        beta1, beta2 = check_betas(betas)
+        check_interval("shampoo_beta", shampoo_beta, -math.inf, 1.0)
+        check_nonnegative("eps", eps)
+        check_nonnegative("weight_decay", weight_decay)
+        check_positive_int("precondition_frequency", precondition_frequency)
+        check_positive_int("max_precond_dim", max_precond_dim)
+        check_choice("data_format", data_format, DATA_FORMATS)
+        defaults = dict(
+            lr=lr,
+            betas=(beta1, beta2),
+            shampoo_beta=shampoo_beta,
+            eps=eps,
+            weight_decay=weight_decay,
+            precondition_frequency=precondition_frequency,
+            max_precond_dim=max_precond_dim,
+            merge_dims=merge_dims,
+            precondition_1d=precondition_1d,
+            normalize_grads=normalize_grads,
+            data_format=data_format,
+            correct_bias=correct_bias,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Take one step (the first one only initialises the bases); ``closure`` re-evaluates
+        the loss and returns it."""
+        loss = self._evaluate(closure)
+        for group in self.param_groups:
+            params, grads = self._params_and_grads(group)
+            beta1, beta2 = group["betas"]
+            shampoo_beta = group["shampoo_beta"]
+            max_dim = group["max_precond_dim"]
+            for p, g in zip(params, grads):
+                if p.numel() == 0:
+                    continue
+                view = _View(p.shape, group["merge_dims"], max_dim, group["data_format"])
+                dims = preconditioned_dims(
+                    view.shape,
+                    view.view_shape,
+                    max_dim=max_dim,
+                    precondition_1d=group["precondition_1d"],
+                )
+                soap_update(
+                    p,
+                    g,
+                    self.state[p],
+                    lr=scalar(group["lr"]),
+                    beta1=beta1,
+                    beta2=beta2,
+                    shampoo_beta=shampoo_beta if shampoo_beta >= 0 else beta2,
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    precondition_frequency=group["precondition_frequency"],
+                    view=view,
+                    dims=dims,
+                    normalize_grads=group["normalize_grads"],
+                    correct_bias=group["correct_bias"],
+                )
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's loader, keeping float32 statistics of low-precision parameters in float32."""
+        super().load_state_dict(state_dict)
+        restore_float32_state(self, state_dict)
