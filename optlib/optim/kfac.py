@@ -242,10 +242,14 @@ class KFAC(Optimizer):
     def _is_stats_step(self) -> bool:
         return self.steps % self.TCov == 0
 
+    @staticmethod
+    def _factor_dtype(module: nn.Module) -> torch.dtype:
+        """Factors are kept in the weight's dtype, but at least float32 (bfloat16 weights)."""
+        return torch.promote_types(module.weight.dtype, torch.float32)
+
     def _update_factor(self, module: nn.Module, key: str, batch_factor: Tensor) -> None:
         state = self.state[module.weight]
-        dtype = torch.promote_types(module.weight.dtype, torch.float32)
-        batch_factor = batch_factor.to(dtype)
+        dtype = batch_factor.dtype
         if self.steps == 0 or key not in state:  # the reference restarts from I at step 0
             state[key] = torch.eye(batch_factor.size(0), dtype=dtype, device=batch_factor.device)
         state[key].mul_(self.stat_decay).add_(batch_factor, alpha=1 - self.stat_decay)
@@ -253,12 +257,13 @@ class KFAC(Optimizer):
     def _record_input(self, module: nn.Module, args: tuple) -> None:
         if torch.is_grad_enabled() and self._is_stats_step():
             with torch.no_grad():
-                self._update_factor(module, "A", input_factor(module, args[0].detach()))
+                x = args[0].detach().to(self._factor_dtype(module))
+                self._update_factor(module, "A", input_factor(module, x))
 
     def _record_output_grad(self, module: nn.Module, grad_input: tuple, grad_output: tuple):
         if self.acc_stats and self._is_stats_step():
             with torch.no_grad():
-                s = grad_output[0].detach()
+                s = grad_output[0].detach().to(self._factor_dtype(module))
                 self._update_factor(
                     module, "G", output_factor(module, s, batch_averaged=self.batch_averaged)
                 )
