@@ -1,0 +1,88 @@
+r"""Numerical linear algebra for the course: optimizers seen as linear solvers and
+preconditioners (chapter 7), and the curvature tools of chapters 2, 4 and 9.
+
+One module per job:
+
+* :mod:`~optlib.linalg.stationary`: Richardson (= gradient descent), heavy ball (= momentum),
+  Jacobi (= diagonal preconditioning), with the optimal parameters for a spectrum
+  :math:`[\mu, L]`;
+* :mod:`~optlib.linalg.krylov`: CG, preconditioned CG, GMRES;
+* :mod:`~optlib.linalg.newton`: Newton's method with optional damping and line search;
+* :mod:`~optlib.linalg.spectra`: seeded test matrices with a known spectrum, condition numbers;
+* :mod:`~optlib.linalg.curvature`: Hessian-vector products, power iteration for the top Hessian
+  eigenvalue, Hutchinson's diagonal estimator, exact Hessians of small models.
+
+Solvers take ``A`` as a dense tensor or a matvec callable and return a
+:class:`~optlib.linalg.SolveResult` with the residual-norm history.
+"""
+
+from ._common import DIVERGENCE_FACTOR, SolveResult, iterations_to_tolerance
+from .curvature import (
+    EigenResult,
+    exact_hessian,
+    exact_hessian_diag,
+    flatten,
+    hutchinson_diag,
+    hvp,
+    top_hessian_eigenvalue,
+    unflatten,
+)
+from .krylov import cg, gmres, pcg
+from .newton import NewtonResult, newton
+from .spectra import (
+    badly_scaled_spd,
+    condition_number,
+    eig_extremes,
+    matrix_with_eigenvalues,
+    nonsymmetric_matrix,
+    random_orthogonal,
+    spd_matrix,
+)
+from .stationary import (
+    DiagonalPreconditioner,
+    heavy_ball,
+    jacobi,
+    jacobi_preconditioner,
+    optimal_heavy_ball_params,
+    optimal_richardson_omega,
+    richardson,
+)
+
+__all__ = [
+    # results
+    "SolveResult",
+    "NewtonResult",
+    "EigenResult",
+    "DIVERGENCE_FACTOR",
+    "iterations_to_tolerance",
+    # stationary iterations
+    "richardson",
+    "heavy_ball",
+    "jacobi",
+    "jacobi_preconditioner",
+    "DiagonalPreconditioner",
+    "optimal_richardson_omega",
+    "optimal_heavy_ball_params",
+    # Krylov methods
+    "cg",
+    "pcg",
+    "gmres",
+    # Newton
+    "newton",
+    # spectra
+    "random_orthogonal",
+    "matrix_with_eigenvalues",
+    "spd_matrix",
+    "badly_scaled_spd",
+    "nonsymmetric_matrix",
+    "condition_number",
+    "eig_extremes",
+    # curvature
+    "flatten",
+    "unflatten",
+    "hvp",
+    "exact_hessian",
+    "exact_hessian_diag",
+    "top_hessian_eigenvalue",
+    "hutchinson_diag",
+]

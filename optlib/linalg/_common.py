@@ -1,0 +1,190 @@
+r"""What the linear solvers share: the operator, the result record and the argument checks.
+
+A linear system :math:`Ax = b` is given by ``A``, either a dense square tensor or a callable
+``v -> A @ v`` (a *matvec*: the solvers only ever multiply by :math:`A`, which is why they scale
+to matrices that are never stored, such as Hessians reached through Hessian-vector products).
+Every solver stops when the relative residual :math:`\|b - Ax_k\| / \|b\|` falls to ``tol`` or
+after ``max_iter`` iterations, and returns a :class:`SolveResult`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..optim._validate import check_positive, check_positive_int
+
+MatVec = Callable[[Tensor], Tensor]
+Operator = Tensor | MatVec
+
+#: A run whose residual grows past this multiple of the initial one is stopped as diverged.
+DIVERGENCE_FACTOR = 1e16
+
+__all__ = ["SolveResult", "iterations_to_tolerance"]
+
+
+@dataclass
+class SolveResult:
+    r"""The outcome of an iterative solve of :math:`Ax = b`.
+
+    Attributes:
+        x: the last iterate :math:`x_k`.
+        residual_norms: :math:`\|b - Ax_j\|` for :math:`j = 0, \dots, k` (``iterations + 1``
+            values; Krylov methods record the norm their recurrence carries, equal to the true
+            residual norm in exact arithmetic).
+        iterations: :math:`k`, the number of iterations taken (matrix-vector products, for
+            every solver here, beyond the one for the initial residual).
+        converged: whether :math:`\|b - Ax_k\| \le \mathrm{tol}\,\|b\|` was reached.
+        reason: ``"converged"``, ``"max_iter"``, ``"diverged"`` (the residual became
+            non-finite or grew by :data:`DIVERGENCE_FACTOR`) or ``"breakdown"`` (the method's
+            assumption failed, e.g. :math:`p^\top A p \le 0` in CG: :math:`A` is not SPD).
+        method: the solver's name.
+        b_norm: :math:`\|b\|`, the scale of the relative residual.
+        iterates: :math:`x_0, \dots, x_k` when the solver was asked to keep them, else ``None``.
+    """
+
+    x: Tensor
+    residual_norms: list[float]
+    iterations: int
+    converged: bool
+    reason: str
+    method: str
+    b_norm: float
+    iterates: list[Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def relative_residuals(self) -> list[float]:
+        r""":math:`\|b - Ax_j\| / \|b\|` for every recorded iteration."""
+        scale = self.b_norm if self.b_norm > 0 else 1.0
+        return [r / scale for r in self.residual_norms]
+
+
+def iterations_to_tolerance(
+    history: Sequence[float] | SolveResult, tol: float, *, relative: bool = True
+) -> int | None:
+    r"""The first iteration :math:`k` with :math:`h_k \le \mathrm{tol}\cdot h_0` (or
+    :math:`h_k \le \mathrm{tol}` when ``relative=False``); ``None`` if it is never reached.
+
+    ``history`` is a sequence of norms (residuals, errors, gradient norms) or a
+    :class:`SolveResult`, whose ``residual_norms`` are used. The count is what the chapters
+    compare between methods, e.g. CG with and without a preconditioner.
+    """
+    tol = check_positive("tol", tol)
+    values = history.residual_norms if isinstance(history, SolveResult) else list(history)
+    if len(values) == 0:
+        raise ValueError("Invalid history: it is empty")
+    threshold = tol * float(values[0]) if relative else tol
+    for k, h in enumerate(values):
+        if float(h) <= threshold:
+            return k
+    return None
+
+
+# --- argument handling shared by the solvers -----------------------------------------------
+
+
+def check_rhs(b: object) -> Tensor:
+    """``b`` as a 1-D floating-point tensor."""
+    if not isinstance(b, Tensor):
+        raise ValueError(f"Invalid b: expected a 1-D torch.Tensor, got {type(b).__name__}")
+    if b.ndim != 1 or not b.is_floating_point():
+        raise ValueError(
+            f"Invalid b: expected a 1-D floating-point tensor, got {b.dtype} {b.shape}"
+        )
+    return b
+
+
+def as_matvec(A: object, b: Tensor) -> MatVec:
+    """``A`` as the map :math:`v \\mapsto Av`, after checking its shape against ``b``."""
+    if isinstance(A, Tensor):
+        n = b.numel()
+        if A.ndim != 2 or A.shape != (n, n):
+            raise ValueError(
+                f"Invalid A: expected a square ({n}, {n}) matrix, got {tuple(A.shape)}"
+            )
+        return lambda v: A @ v
+    if callable(A):
+        return A  # type: ignore[return-value]
+    raise ValueError(f"Invalid A: expected a square tensor or a callable matvec, got {A!r}")
+
+
+def check_preconditioner(name: str, M_inv: object) -> MatVec:
+    r"""The preconditioner :math:`r \mapsto M^{-1}r`: a callable, a square matrix, or a 1-D
+    tensor holding the diagonal of :math:`M^{-1}`."""
+    if isinstance(M_inv, Tensor):
+        if M_inv.ndim == 1:
+            return lambda r: M_inv * r
+        if M_inv.ndim == 2 and M_inv.shape[0] == M_inv.shape[1]:
+            return lambda r: M_inv @ r
+        raise ValueError(f"Invalid {name}: expected a 1-D diagonal or a square matrix")
+    if callable(M_inv):
+        return M_inv  # type: ignore[return-value]
+    raise ValueError(f"Invalid {name}: expected a callable, a diagonal or a matrix, got {M_inv!r}")
+
+
+def initial_guess(x0: Tensor | None, b: Tensor) -> Tensor:
+    """``x0`` (copied) or zeros shaped like ``b``."""
+    if x0 is None:
+        return torch.zeros_like(b)
+    if not isinstance(x0, Tensor) or x0.shape != b.shape:
+        raise ValueError(f"Invalid x0: expected a tensor of shape {tuple(b.shape)}")
+    return x0.detach().to(b.dtype).clone()
+
+
+def check_tol_and_max_iter(
+    tol: float, max_iter: int | None, default: int | None = None
+) -> tuple[float, int]:
+    """``tol > 0`` and ``max_iter >= 1`` (``None`` means ``default``)."""
+    if max_iter is None and default is not None:
+        max_iter = default
+    return check_positive("tol", tol), check_positive_int("max_iter", max_iter)
+
+
+class Recorder:
+    """Collects residual norms (and optionally iterates) and decides when to stop."""
+
+    def __init__(self, b: Tensor, tol: float, keep_iterates: bool) -> None:
+        self.b_norm = float(torch.linalg.vector_norm(b))
+        self.threshold = tol * self.b_norm
+        self.residual_norms: list[float] = []
+        self.iterates: list[Tensor] | None = [] if keep_iterates else None
+        self.reason = "max_iter"
+
+    def record(self, r_norm: float | Tensor, x: Tensor | None) -> bool:
+        """Store one iteration; return ``True`` when the solver should stop."""
+        r_norm = float(r_norm)
+        self.residual_norms.append(r_norm)
+        if self.iterates is not None and x is not None:
+            self.iterates.append(x.detach().clone())
+        self.reason = "max_iter"
+        if r_norm <= self.threshold:
+            self.reason = "converged"
+        elif not math.isfinite(r_norm) or r_norm > DIVERGENCE_FACTOR * self.residual_norms[0]:
+            self.reason = "diverged"
+        return self.reason != "max_iter"
+
+    def replace_last(self, r_norm: float | Tensor) -> bool:
+        """Overwrite the last norm (a recurrence's estimate, by the true residual norm)."""
+        self.residual_norms.pop()
+        x_last = self.iterates.pop() if self.iterates else None
+        return self.record(r_norm, x_last)
+
+    def result(self, x: Tensor, method: str) -> SolveResult:
+        return SolveResult(
+            x=x,
+            residual_norms=self.residual_norms,
+            iterations=len(self.residual_norms) - 1,
+            converged=self.reason == "converged",
+            reason=self.reason,
+            method=method,
+            b_norm=self.b_norm,
+            iterates=self.iterates,
+        )
+
+
+def norm(v: Tensor) -> float:
+    return float(torch.linalg.vector_norm(v))
