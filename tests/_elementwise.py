@@ -72,7 +72,7 @@ def assert_uneven_steps_match(ours, ref, kw):
         assert_close_lists(got, expected)
 
 
-def _steps(opt, params, n, loss_fn=quartic_loss):
+def take_steps(opt, params, n, loss_fn=quartic_loss):
     for _ in range(n):
         opt.zero_grad()
         loss_fn(params).backward()
@@ -85,12 +85,12 @@ def assert_state_dict_interop(ours, ref, kw, *, before=4, after=8):
     for first, second in [(ref, ours), (ours, ref)]:
         pa = make_params(SHAPES, seed=11)
         opt_a = first(pa, **kw)
-        _steps(opt_a, pa, before)
+        take_steps(opt_a, pa, before)
         pb = clone_params(pa)
         opt_b = second(pb, **kw)
         opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
-        _steps(opt_a, pa, after)
-        _steps(opt_b, pb, after)
+        take_steps(opt_a, pa, after)
+        take_steps(opt_b, pb, after)
         assert_close_lists(pb, pa)
         sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
         assert sa.keys() == sb.keys()
@@ -106,8 +106,8 @@ def assert_same_fresh_state(ours, ref, kw):
     """One step from scratch creates exactly torch's state keys, dtypes and param-group keys."""
     p1, p2 = make_params(SHAPES), make_params(SHAPES)
     o, r = ours(p1, **kw), ref(p2, **kw)
-    _steps(o, p1, 1)
-    _steps(r, p2, 1)
+    take_steps(o, p1, 1)
+    take_steps(r, p2, 1)
     so, sr = o.state_dict(), r.state_dict()
     for i in sr["state"]:
         assert so["state"][i].keys() == sr["state"][i].keys()
@@ -121,10 +121,10 @@ def assert_resume_bit_identical(cls, kw, *, before=5, after=7):
     """Interrupt, save (torch.save), restore into a fresh optimizer, resume: bit-identical."""
     p0 = make_params(SHAPES, seed=3)
     straight = clone_params(p0)
-    _steps(cls(straight, **kw), straight, before + after)
+    take_steps(cls(straight, **kw), straight, before + after)
     resumed = clone_params(p0)
     opt = cls(resumed, **kw)
-    _steps(opt, resumed, before)
+    take_steps(opt, resumed, before)
     buf = io.BytesIO()
     torch.save({"params": [p.detach() for p in resumed], "opt": opt.state_dict()}, buf)
     buf.seek(0)
@@ -132,7 +132,7 @@ def assert_resume_bit_identical(cls, kw, *, before=5, after=7):
     restored = [p.clone().requires_grad_() for p in saved["params"]]
     opt2 = cls(restored, **kw)
     opt2.load_state_dict(saved["opt"])
-    _steps(opt2, restored, after)
+    take_steps(opt2, restored, after)
     for a, b in zip(restored, straight):
         assert torch.equal(a, b)
 

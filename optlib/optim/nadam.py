@@ -181,6 +181,12 @@ class NAdam(Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
             group.setdefault("decoupled_weight_decay", False)
+        # torch's load_state_dict casts every state tensor but ``step`` to the parameter's dtype;
+        # keep ``mu_product`` in its own dtype, so a resumed run is bit-identical.
+        dtype = new_step_counter().dtype
+        for p_state in self.state.values():
+            if "mu_product" in p_state:
+                p_state["mu_product"] = p_state["mu_product"].to(dtype)
 
     def _state(self, p: Tensor) -> dict:
         state = self.state[p]
