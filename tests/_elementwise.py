@@ -5,6 +5,7 @@ bit-identical resume, other dtypes and complex parameters."""
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 
 import torch
@@ -162,3 +163,17 @@ def assert_complex_matches(ours, ref, kw):
         )
         expected = run(lambda ps: ref(ps, foreach=False, **kw), clone_params(p0), 12, complex_loss)
         assert_close_lists(got, expected)
+
+
+def assert_signature_matches(ours, ref, *, extra=()):
+    """Same argument names, order, kinds (positional / keyword-only) and defaults as torch;
+    ``extra`` names optlib's additions, which must come last and be keyword-only."""
+    got = list(inspect.signature(ours.__init__).parameters.values())
+    expected = list(inspect.signature(ref.__init__).parameters.values())
+    added = got[len(got) - len(extra) :] if extra else []
+    assert [p.name for p in added] == list(extra)
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in added)
+    got = got[: len(got) - len(extra)]
+    assert [(p.name, p.kind, p.default) for p in got] == [
+        (p.name, p.kind, p.default) for p in expected
+    ]

@@ -237,3 +237,10 @@ def test_closure_and_scheduler():
 def test_bad_hyperparameters_name_the_parameter(cls, kwargs, name):
     with pytest.raises(ValueError, match=name):
         cls([torch.zeros(2, requires_grad=True)], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "cls, ref", [(optlib.Adam, torch.optim.Adam), (optlib.AdamW, torch.optim.AdamW)]
+)
+def test_signature_matches_torch(cls, ref):
+    E.assert_signature_matches(cls, ref, extra=("bias_correction",))

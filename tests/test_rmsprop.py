@@ -134,3 +134,7 @@ def test_complex_parameters():
 def test_bad_hyperparameters_name_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=name):
         optlib.RMSprop([torch.zeros(2, requires_grad=True)], **kwargs)
+
+
+def test_signature_matches_torch():
+    E.assert_signature_matches(optlib.RMSprop, torch.optim.RMSprop)
