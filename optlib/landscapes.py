@@ -171,19 +171,17 @@ class Quadratic(Landscape):
         eta = self.optimal_lr if lr is None else lr
         return max(abs(1 - eta * self.L), abs(1 - eta * self.mu))
 
-    def _f(self, x, y):
-        dx, dy = x - self.center[0], y - self.center[1]
-        H = self.H
-        return 0.5 * (H[0, 0] * dx * dx + 2 * H[0, 1] * dx * dy + H[1, 1] * dy * dy)
+    # Written with matrix products (two or three torch calls), as optimizer loops call them often.
+    def f(self, xy) -> Tensor:
+        e = as_points(xy) - self.center
+        return 0.5 * ((e @ self.H) * e).sum(-1)
 
-    def _grad(self, x, y):
-        dx, dy = x - self.center[0], y - self.center[1]
-        H = self.H
-        return H[0, 0] * dx + H[0, 1] * dy, H[1, 0] * dx + H[1, 1] * dy
+    def grad(self, xy) -> Tensor:
+        return (as_points(xy) - self.center) @ self.H  # H is symmetric
 
-    def _hessian(self, x, y):
-        ones = torch.ones_like(x)
-        return self.H[0, 0] * ones, self.H[0, 1] * ones, self.H[1, 1] * ones
+    def hessian(self, xy) -> Tensor:
+        p = as_points(xy)
+        return self.H.expand(*p.shape[:-1], 2, 2).clone()
 
     def __repr__(self) -> str:
         return f"Quadratic(kappa={self.kappa:g}, L={self.L:g}, angle={self.angle:g})"

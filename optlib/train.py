@@ -152,7 +152,17 @@ class _Progress:
 
 
 def _flat(params: list[Tensor]) -> Tensor:
+    if len(params) == 1:
+        return params[0].detach().reshape(-1).clone()
     return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+def _norm(tensors: list[Tensor]) -> float:
+    if not tensors:
+        return 0.0
+    if len(tensors) == 1:
+        return torch.linalg.vector_norm(tensors[0]).item()
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))).item()
 
 
 def run(
@@ -221,29 +231,29 @@ def run(
     state: dict = {}  # the current batch, and the loss and gradient norm first seen at theta_t
 
     def closure() -> Tensor:
-        optimizer.zero_grad()
-        if batches is None:
+        if batches is None:  # a landscape: its exact (or noisy) gradient, no autograd
             with torch.no_grad():
                 loss = problem.f(theta)
                 theta.grad = problem.grad(theta).to(theta.dtype)
         else:
+            optimizer.zero_grad()
             idx = state["batch"]
             X, y = (problem.X, problem.y) if idx is None else (problem.X[idx], problem.y[idx])
             with torch.enable_grad():
                 loss = problem.loss_fn(problem.model(X), y)
                 loss.backward()
         if "loss" not in state:  # the first evaluation at theta_t is the one recorded
-            state["loss"] = float(loss.detach())
+            state["loss"] = loss.item()
             grads = [p.grad for p in params if p.grad is not None]
-            state["grad_norm"] = float(torch.linalg.vector_norm(_flat(grads))) if grads else 0.0
+            state["grad_norm"] = _norm(grads)
         return loss
 
     bar = _Progress(label, steps, progress)
     hist.time.append(0.0)
     hist.examples.append(0)
-    prev = _flat(params).clone()
+    prev = _flat(params)
     if record:
-        trajectory.append(prev.clone())
+        trajectory.append(prev)
     loss0 = math.nan
     t0 = time.perf_counter()
     try:
@@ -271,11 +281,11 @@ def run(
             # theta_{t+1} has been reached: record it.
             elapsed = time.perf_counter() - t0
             now = _flat(params)
-            hist.step_norm.append(float(torch.linalg.vector_norm(now - prev)))
+            hist.step_norm.append(torch.linalg.vector_norm(now - prev).item())
             hist.time.append(elapsed)
             hist.examples.append(hist.examples[-1] + _batch_len(problem, state["batch"]))
             if record:
-                trajectory.append(now.clone())
+                trajectory.append(now)
             prev = now
             bar.update(t + 1, elapsed, loss)
     finally:

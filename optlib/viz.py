@@ -133,8 +133,8 @@ def _colors_for(labels: Sequence[str], overrides: Mapping[str, str] | None) -> d
 
     An explicit override wins; then the palette colour of an optimizer name; a label such as
     ``"GD, η=0.1"`` gets its optimizer's colour, or shades of it (dark to light, in order) when
-    several labels share the optimizer; labels naming no optimizer get evenly spaced colours of
-    :data:`OTHER_CMAP`, in order.
+    several labels share the optimizer (``"GD (full batch)"`` and ``"SGD, B=32"`` do); labels
+    naming no optimizer get evenly spaced colours of :data:`OTHER_CMAP`, in order.
     """
     overrides = dict(overrides or {})
     out: dict[str, str] = {}
@@ -146,11 +146,11 @@ def _colors_for(labels: Sequence[str], overrides: Mapping[str, str] | None) -> d
         elif color(label) is not None:
             out[label] = color(label)
         elif color(_base(label)) is not None:
-            groups.setdefault(_base(label), []).append(label)
+            groups.setdefault(color(_base(label)), []).append(label)
         else:
             others.append(label)
-    for base, members in groups.items():
-        shades = _shades(color(base), len(members)) if len(members) > 1 else [color(base)]
+    for base_color, members in groups.items():
+        shades = _shades(base_color, len(members)) if len(members) > 1 else [base_color]
         out.update(zip(members, shades))
     cmap = plt.get_cmap(OTHER_CMAP)
     for label, v in zip(others, np.linspace(0.0, 0.85, max(len(others), 1))):

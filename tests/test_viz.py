@@ -74,6 +74,8 @@ def test_label_colours_in_a_plot():
     cols = viz._colors_for(["GD, η=0.1", "GD, η=1.9", "momentum"], None)
     assert cols["GD, η=0.1"] != cols["GD, η=1.9"]
     assert cols["momentum"] == viz.PALETTE["momentum"]
+    cols = viz._colors_for(["GD (full batch)", "SGD, B=32"], None)
+    assert cols["GD (full batch)"] != cols["SGD, B=32"]
     # Labels naming no optimizer get distinct colours; overrides win.
     cols = viz._colors_for(["κ=10", "κ=100"], {"κ=100": "#000001"})
     assert cols["κ=100"] == "#000001" and cols["κ=10"] != "#000001"
