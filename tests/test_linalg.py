@@ -75,7 +75,10 @@ def test_gmres_and_jacobi_on_nonsymmetric_systems(n, radius, seed):
     A, b, tol = la.nonsymmetric_matrix(n, seed, radius=radius), rhs(n, seed), 1e-10
     kappa = la.condition_number(A)
     check_solution(la.gmres(A, b, tol=tol), A, b, tol, kappa)
-    check_solution(la.gmres(A, b, restart=5, tol=tol), A, b, tol, kappa)
+    if radius <= 0.4:
+        # The symmetric part of A is then positive definite (for all but freak draws), and
+        # restarted GMRES(m) converges (Elman, 1982); with radius near 1 it may stagnate.
+        check_solution(la.gmres(A, b, restart=5, tol=tol, max_iter=2000), A, b, tol, kappa)
     # strictly diagonally dominant: classical Jacobi converges
     D = torch.diag(A.abs().sum(dim=1) + 1.0)
     check_solution(la.jacobi(A + D, b, tol=tol), A + D, b, tol, la.condition_number(A + D))
@@ -345,3 +348,15 @@ B3 = torch.ones(3, dtype=F64)
 def test_bad_arguments_raise_value_error_naming_the_parameter(call, name):
     with pytest.raises(ValueError, match=rf"Invalid {name}\b"):
         call()
+
+
+def test_more_argument_checks():
+    with pytest.raises(ValueError, match=r"Invalid diagonal\b"):
+        la.jacobi(lambda v: A3 @ v, B3, diagonal=torch.tensor([1.0, 0.0, 1.0], dtype=F64))
+    with pytest.raises(ValueError, match=r"Invalid diagonal\b"):
+        la.jacobi(lambda v: A3 @ v, B3, diagonal=torch.ones(2, dtype=F64))
+    with pytest.raises(ValueError, match=r"Invalid A\b"):
+        la.jacobi(A3[:, :2], B3)
+    with pytest.raises(ValueError, match=r"Invalid kappa\b"):
+        la.spd_matrix(1, 10.0)
+    assert la.spd_matrix(1, 1.0, mu=3.0).item() == pytest.approx(3.0)

@@ -36,8 +36,8 @@ class SolveResult:
         residual_norms: :math:`\|b - Ax_j\|` for :math:`j = 0, \dots, k` (``iterations + 1``
             values; Krylov methods record the norm their recurrence carries, equal to the true
             residual norm in exact arithmetic).
-        iterations: :math:`k`, the number of iterations taken (matrix-vector products, for
-            every solver here, beyond the one for the initial residual).
+        iterations: :math:`k`, the number of iterations taken; each costs one product with
+            :math:`A` (GMRES adds one per restart cycle to compute the true residual).
         converged: whether :math:`\|b - Ax_k\| \le \mathrm{tol}\,\|b\|` was reached.
         reason: ``"converged"``, ``"max_iter"``, ``"diverged"`` (the residual became
             non-finite or grew by :data:`DIVERGENCE_FACTOR`) or ``"breakdown"`` (the method's

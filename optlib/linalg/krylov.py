@@ -215,8 +215,9 @@ def gmres(
             w = matvec(V[j])
             w_norm_before = norm(w)
             for i in range(j + 1):  # modified Gram-Schmidt
-                H[i, j] = torch.dot(V[i], w)
-                w = w - H[i, j].to(w.dtype) * V[i]
+                h_ij = float(torch.dot(V[i], w))
+                H[i, j] = h_ij
+                w = w - h_ij * V[i]
             h_next = norm(w)
             for i in range(j):  # earlier rotations act on the new column
                 a, c = float(H[i, j]), float(H[i + 1, j])

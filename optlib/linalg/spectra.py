@@ -81,6 +81,8 @@ def spd_matrix(
     n = check_positive_int("n", n)
     kappa = check_interval("kappa", kappa, 1.0)
     mu = check_positive("mu", mu)
+    if n == 1 and kappa != 1.0:
+        raise ValueError(f"Invalid kappa: {kappa!r}; a 1x1 matrix has condition number 1")
     exponents = torch.linspace(0.0, 1.0, n, dtype=dtype) if n > 1 else torch.zeros(1, dtype=dtype)
     return matrix_with_eigenvalues(mu * kappa**exponents, seed, rotate=rotate)
 

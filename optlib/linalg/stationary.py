@@ -176,16 +176,17 @@ class DiagonalPreconditioner:
 
 
 def _diagonal_of(A: Operator, diagonal: Tensor | None, n: int) -> Tensor:
+    name = "diagonal"
     if diagonal is None:
         if not isinstance(A, Tensor):
             raise ValueError("Invalid diagonal: a callable A needs its diagonal passed explicitly")
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"Invalid A: expected a square matrix, got {tuple(A.shape)}")
-        diagonal = A.diagonal()
+        name, diagonal = "A", A.diagonal()
     if not isinstance(diagonal, Tensor) or diagonal.shape != (n,):
-        raise ValueError(f"Invalid diagonal: expected a 1-D tensor of length {n}")
+        raise ValueError(f"Invalid {name}: expected a diagonal of length {n}")
     if bool((diagonal == 0).any()):
-        raise ValueError("Invalid A: Jacobi needs a diagonal without zeros")
+        raise ValueError(f"Invalid {name}: Jacobi needs a diagonal without zeros")
     return diagonal
 
 
