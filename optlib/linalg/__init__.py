@@ -13,10 +13,10 @@ One module per job:
   eigenvalue, Hutchinson's diagonal estimator, exact Hessians of small models.
 
 Solvers take ``A`` as a dense tensor or a matvec callable and return a
-:class:`~optlib.linalg.SolveResult` with the residual-norm history.
+:class:`~optlib.linalg.results.SolveResult` with the residual-norm history
+(:mod:`~optlib.linalg.results`).
 """
 
-from ._common import DIVERGENCE_FACTOR, SolveResult, iterations_to_tolerance
 from .curvature import (
     EigenResult,
     exact_hessian,
@@ -29,6 +29,7 @@ from .curvature import (
 )
 from .krylov import cg, gmres, pcg
 from .newton import NewtonResult, newton
+from .results import DIVERGENCE_FACTOR, SolveResult, iterations_to_tolerance
 from .spectra import (
     badly_scaled_spd,
     condition_number,

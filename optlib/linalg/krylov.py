@@ -29,7 +29,6 @@ from ._common import (
     MatVec,
     Operator,
     Recorder,
-    SolveResult,
     as_matvec,
     check_preconditioner,
     check_rhs,
@@ -37,6 +36,7 @@ from ._common import (
     initial_guess,
     norm,
 )
+from .results import SolveResult
 
 __all__ = ["cg", "pcg", "gmres"]
 
@@ -105,7 +105,7 @@ def pcg(
 ) -> SolveResult:
     r"""Preconditioned conjugate gradients (Saad, 2003, Alg. 9.1). ``M_inv`` applies
     :math:`M^{-1}` (a callable, a matrix, or a 1-D tensor holding the diagonal of :math:`M^{-1}`,
-    e.g. :func:`~optlib.linalg.jacobi_preconditioner`); :math:`M` must be SPD.
+    e.g. :func:`~optlib.linalg.stationary.jacobi_preconditioner`); :math:`M` must be SPD.
 
     .. math::
         r_0 = b - Ax_0,\quad z_0 = M^{-1}r_0,\quad p_0 = z_0;\qquad

@@ -103,7 +103,7 @@ def newton(
 
     The derivatives come from ``grad`` and ``hessian`` callables (``f`` may then be ``None``
     unless a line search needs it), from ``f.grad`` and ``f.hessian`` when ``f`` is an
-    :class:`optlib.landscapes.Landscape`, or from autograd on the scalar function ``f``.
+    ``optlib.landscapes.Landscape``, or from autograd on the scalar function ``f``.
     ``x0`` is a 1-D tensor. Nocedal & Wright (2006), Algorithm 3.1 and §3.3–3.4.
     """
     f, grad_fn, hessian_fn = _derivatives(f, grad, hessian)

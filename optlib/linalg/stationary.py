@@ -32,13 +32,13 @@ from ..optim._validate import check_beta, check_positive
 from ._common import (
     Operator,
     Recorder,
-    SolveResult,
     as_matvec,
     check_rhs,
     check_tol_and_max_iter,
     initial_guess,
     norm,
 )
+from .results import SolveResult
 
 __all__ = [
     "richardson",
@@ -192,7 +192,7 @@ def _diagonal_of(A: Operator, diagonal: Tensor | None, n: int) -> Tensor:
 
 def jacobi_preconditioner(A: Tensor) -> DiagonalPreconditioner:
     r"""The Jacobi (diagonal) preconditioner :math:`M^{-1} = \operatorname{diag}(A)^{-1}` of a
-    dense square ``A``, for :func:`~optlib.linalg.pcg`. On :math:`DA_0D` with :math:`A_0`
+    dense square ``A``, for :func:`~optlib.linalg.krylov.pcg`. On :math:`DA_0D` with :math:`A_0`
     well conditioned it undoes the bad scaling :math:`D` (van der Sluis, 1969; Saad, 2003, §10.2).
     """
     if not isinstance(A, Tensor):
