@@ -85,7 +85,7 @@ def soap_merged_shape(shape: tuple[int, ...], max_dim: int) -> tuple[int, ...]:
     """The reference's ``SOAP.merge_dims`` shape: merge dimensions from the first one while
     their product stays at most ``max_dim``; a dimension larger than ``max_dim`` stays alone.
 
-    ``(4, 8, 3, 3)`` with ``max_dim=100`` becomes ``(32, 9)``; ``()`` becomes ``(1,)``."""
+    ``(4, 8, 3, 3)`` with ``max_dim=100`` becomes ``(96, 3)``; ``()`` becomes ``(1,)``."""
     merged: list[int] = []
     current = 1
     for d in shape:
