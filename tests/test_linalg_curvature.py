@@ -192,6 +192,8 @@ def test_bad_arguments_raise_value_error_naming_the_parameter(mlp):
         (lambda: la.top_hessian_eigenvalue(mlp.loss, mlp.params, iters=0), "iters"),
         (lambda: la.top_hessian_eigenvalue(mlp.loss, mlp.params, tol=-1.0), "tol"),
         (lambda: la.hutchinson_diag(mlp.loss, mlp.params, n_samples=0), "n_samples"),
+        (lambda: la.hutchinson_diag(mlp.loss, mlp.params, seed=-1), "seed"),
+        (lambda: la.top_hessian_eigenvalue(mlp.loss, mlp.params, seed=0.5), "seed"),
     ]
     for call, name in cases:
         with pytest.raises(ValueError, match=rf"Invalid {name}\b"):

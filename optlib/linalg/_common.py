@@ -123,5 +123,12 @@ class Recorder:
         )
 
 
+def check_seed(seed: object) -> int:
+    """A seed for ``torch.Generator().manual_seed``: a non-negative int."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"Invalid seed: {seed!r}; expected an int >= 0")
+    return seed
+
+
 def norm(v: Tensor) -> float:
     return float(torch.linalg.vector_norm(v))

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..optim._validate import check_interval, check_positive, check_positive_int
+from ._common import check_seed
 
 __all__ = [
     "random_orthogonal",
@@ -28,18 +29,12 @@ __all__ = [
 ]
 
 
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"Invalid seed: {seed!r}; expected an int")
-    return seed
-
-
 def random_orthogonal(n: int, seed: int = 0, *, dtype: torch.dtype = torch.float64) -> Tensor:
     r"""A Haar-distributed random orthogonal :math:`n\times n` matrix :math:`Q`: the
     :math:`Q` of :math:`G = QR` (:math:`G` standard Gaussian), columns multiplied by
     :math:`\operatorname{sign}(R_{ii})` so the distribution is uniform (Mezzadri, 2007)."""
     n = check_positive_int("n", n)
-    gen = torch.Generator().manual_seed(_check_seed(seed))
+    gen = torch.Generator().manual_seed(check_seed(seed))
     G = torch.randn(n, n, generator=gen, dtype=dtype)
     Q, R = torch.linalg.qr(G)
     signs = torch.sign(R.diagonal())
@@ -109,7 +104,7 @@ def badly_scaled_spd(
     n = check_positive_int("n", n)
     scale = check_interval("scale", scale, 1.0)
     A0 = spd_matrix(n, kappa, seed, dtype=dtype)
-    gen = torch.Generator().manual_seed(_check_seed(seed) + 1)
+    gen = torch.Generator().manual_seed(check_seed(seed) + 1)
     u = torch.linspace(0.0, 1.0, n, dtype=dtype)[torch.randperm(n, generator=gen)]
     d = scale**u
     A = d[:, None] * A0 * d[None, :]
@@ -131,7 +126,7 @@ def nonsymmetric_matrix(
     Lecture 35). ``center`` is :math:`c`, ``radius`` is :math:`r`."""
     n = check_positive_int("n", n)
     radius = check_positive("radius", radius)
-    gen = torch.Generator().manual_seed(_check_seed(seed))
+    gen = torch.Generator().manual_seed(check_seed(seed))
     G = torch.randn(n, n, generator=gen, dtype=dtype)
     return center * torch.eye(n, dtype=dtype) + (radius / n**0.5) * G
 
