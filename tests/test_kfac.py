@@ -32,9 +32,6 @@ from optlib.optim.kfac import is_kfac_layer
 from optlib.problems import digits_mlp
 
 B = 16
-# torch warns when a hooked first layer's input needs no gradient; optlib silences it outside
-# pytest (pytest resets warning filters per test).
-pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 
 
 def _data(seed=0, image=False):

@@ -87,14 +87,18 @@ from ._base import Optimizer, scalar
 from ._validate import check_beta, check_nonnegative, check_positive, check_positive_int
 from .sgd import sgd_update
 
-# Every network's first layer gets an input that needs no gradient; torch then warns once per
-# backward that the full backward hook sees output gradients only. That is all K-FAC needs.
-warnings.filterwarnings(
-    "ignore",
-    message="Full backward hook is firing when gradients are computed with respect to module "
-    "outputs since no inputs require gradients",
-    category=UserWarning,
-)
+
+def _silence_first_layer_hook_warning() -> None:
+    """Every network's first layer gets an input that needs no gradient; torch then warns at
+    each backward that the full backward hook sees output gradients only, which is all K-FAC
+    needs. Called by each KFAC (warning filters may have been reset since import)."""
+    warnings.filterwarnings(
+        "ignore",
+        message="Full backward hook is firing when gradients are computed with respect to "
+        "module outputs since no inputs require gradients",
+        category=UserWarning,
+    )
+
 
 #: Eigenvalues at or below this are treated as exactly zero (as in the reference).
 EIGENVALUE_FLOOR = 1e-10
@@ -232,6 +236,7 @@ class KFAC(Optimizer):
             raise ValueError(
                 "Invalid model: it has no nn.Linear or nn.Conv2d layer to precondition"
             )
+        _silence_first_layer_hook_warning()
         self._hooks = []
         for m in self.layers:
             self._hooks.append(m.register_forward_pre_hook(self._record_input))
