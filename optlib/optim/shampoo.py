@@ -64,7 +64,9 @@ roots are computed by a symmetric eigendecomposition in float64. If it fails, it
 shifted matrix, and if that fails too the previous root is kept with a warning (the reference's
 ``use_protected_eigh``). Not reproduced from the reference: ``beta3``,
 ``inverse_exponent_override``, ``iterate_averaging_config``, the ``CORRECTED``/``INDEPENDENT``
-weight-decay types, the other preconditioner configs and distributed training.
+weight-decay types, the other preconditioner configs and distributed training. The step counter
+is kept per parameter (torch's convention) where the reference keeps one per param group: the
+same unless some parameters receive no gradient at some steps. ``maximize`` is optlib's addition.
 """
 
 from __future__ import annotations

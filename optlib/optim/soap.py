@@ -49,7 +49,11 @@ reference runs them in float32, and retries ``eigh`` in float64 only when float3
 ``eigh`` fails even on the shifted retry (:func:`._matrix.symmetric_eigh`), the initial basis is
 the identity, and a refresh on a non-finite factor keeps the previous basis, with a warning.
 The reference adds :math:`10^{-30} I` before ``eigh``; in float64 that changes nothing (and
-``eigh`` of the zero matrix is already the identity), so it is left out.
+``eigh`` of the zero matrix is already the identity), so it is left out. Also different from the
+reference, without changing any result: :math:`m` is rotated back and forth only when the basis
+changes (the reference does it every step, an identity up to rounding); ``shampoo_beta`` and
+``precondition_frequency`` are read from the param group at every step (the reference freezes
+them in the state at the first step); ``maximize`` is optlib's addition.
 """
 
 from __future__ import annotations
