@@ -98,6 +98,18 @@ def test_every_coordinate_moves_by_lr():
             assert torch.allclose(moved, torch.full_like(moved, 0.01), rtol=0, atol=1e-15)
 
 
+def test_maximize_is_minimizing_the_negative():
+    p0 = make_params(SHAPES, seed=4)
+    up = run(
+        lambda ps: optlib.Lion(ps, lr=1e-2, weight_decay=0.1, maximize=True),
+        clone_params(p0),
+        20,
+        lambda ps: -quartic_loss(ps),
+    )
+    down = run(lambda ps: optlib.Lion(ps, lr=1e-2, weight_decay=0.1), clone_params(p0), 20)
+    assert_close_lists(up, down, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [

@@ -26,8 +26,9 @@ then for each parameter tensor, with the group's step :math:`t`:
          \text{ capped at 1 with trust\_clip)} \\
    \theta_t &= \theta_{t-1} - \eta\, u
 
-Every layer so moves by :math:`\eta\lVert\theta\rVert` per step (relative step :math:`\eta`),
-whatever the scale of its Adam direction. The step counter :math:`t` belongs to the param group
+Where the trust ratio applies (and is not capped), every layer so moves by exactly
+:math:`\eta\lVert\theta\rVert` per step, a relative step :math:`\eta`, whatever the scale of
+its Adam direction. The step counter :math:`t` belongs to the param group
 (as in timm) and advances on every ``step()`` call.
 """
 
