@@ -11,13 +11,16 @@ STAMP := $(VENV)/.installed
 # pip warns about every local index folder a package is missing from; keep the log readable.
 PIPQUIET := 2> >(grep -v "is neither a file nor a directory" >&2)
 
-.PHONY: help venv book book-student test test-fast lint bench clean assignments grade
+.PHONY: help venv book book-student test test-fast lint bench clean assignments grade test-exercises
 
 help:
 	@echo "make book    build the book into _build/html (creates .venv on first use)"
 	@echo "make test    run the whole test suite"
 	@echo "make bench   step-time benchmark (python -m optlib.bench steps)"
 	@echo "make clean   remove _build"
+	@echo "make assignments   otter releases of exercises/*.ipynb into _build/assignments/<name>/"
+	@echo "make grade ASSIGNMENT=01_gradient_descent SUBMISSIONS=dir OUT=grades.csv"
+	@echo "make book-student  the book with exercise solutions removed (_build/student/_build/html)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +38,7 @@ book: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests
 	$(PY) -m pytest -p tests.nbtiming --nbval-lax --nbval-current-env chapters
+	$(MAKE) --no-print-directory test-exercises
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow" -x -q
@@ -47,3 +51,22 @@ bench: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# --- exercises: otter-grader releases, the trusted grader, nbval (see optlib/grading) --------
+EXERCISES := $(sort $(wildcard exercises/[0-9]*.ipynb))
+
+assignments: $(STAMP)
+	$(PY) -m optlib.grading assign $(EXERCISES)
+
+grade: $(STAMP)
+	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo \
+	  "usage: make grade ASSIGNMENT=01_gradient_descent SUBMISSIONS=folder OUT=grades.csv"; exit 2; }
+	$(PY) -m optlib.grading grade $(ASSIGNMENT) $(SUBMISSIONS) $(OUT)
+
+book-student: $(STAMP)
+	$(PY) -m optlib.build book --student
+
+test-exercises: assignments
+	$(PY) -m pytest --nbval --nbval-current-env $(EXERCISES)
+	$(PY) -m pytest --nbval-lax --nbval-current-env \
+	  $(wildcard _build/assignments/*/student/*.ipynb) exercises/grill_quiz.ipynb

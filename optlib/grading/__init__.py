@@ -1,0 +1,25 @@
+"""Exercises for the classroom: otter-grader for authoring and self-checks, a trusted grader.
+
+Two layers, because otter's own grading runs its tests inside the student's kernel, after the
+student's code, and so trusts the submission:
+
+* **authoring and self-check** (:mod:`.assign`): ``otter assign`` turns each master notebook
+  in ``exercises/`` into a student release and an autograder version; in the released
+  notebook ``grader.check("q1")`` gives the learner instant, advisory feedback;
+* **grading** (:mod:`.grade`): the trusted grader reads each submission as JSON, runs each
+  question's code in a fresh unprivileged sandboxed process (:mod:`.sandbox`, :mod:`.child`)
+  that returns only plain data, and scores it against reference answers computed in the parent
+  with :mod:`optlib.checks`.
+
+Command line (``python -m optlib.grading --help``)::
+
+    python -m optlib.grading assign exercises/01_gradient_descent.ipynb
+    python -m optlib.grading grade 01_gradient_descent submissions/ grades.csv
+"""
+
+from .assign import assign
+from .grade import grade_folder
+from .master import read_master
+from .sandbox import Limits
+
+__all__ = ["Limits", "assign", "grade_folder", "read_master"]

@@ -1,0 +1,245 @@
+"""optlib.checks: right answers pass with one deterministic line, wrong answers fail with a message
+that locates the problem, and the probe/expect/compare split is sound for the sandboxed grader."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from optlib import checks
+
+
+def gd_right(theta, grad, lr):
+    return theta - lr * grad
+
+
+def lr_right(A):
+    return float(2 / torch.linalg.eigvalsh(A).max())
+
+
+def iters_right(kappa, tol):
+    return math.ceil(math.log(tol) / math.log((kappa - 1) / (kappa + 1)))
+
+
+def sgd_momentum(params, **hyper):
+    return torch.optim.SGD(params, **hyper)
+
+
+def adam(params, **hyper):
+    return torch.optim.Adam(params, **hyper)
+
+
+class EMAMomentum(torch.optim.Optimizer):
+    """The other momentum convention, b <- mu b + (1 - mu) g: a plausible wrong answer."""
+
+    def __init__(self, params, lr, momentum):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                b = self.state[p].get("b")
+                b = (
+                    p.grad.clone()
+                    if b is None
+                    else b.mul_(group["momentum"]).add_(p.grad, alpha=1 - group["momentum"])
+                )
+                self.state[p]["b"] = b
+                p.add_(b, alpha=-group["lr"])
+
+
+class AdamNoBiasCorrection(torch.optim.Optimizer):
+    def __init__(self, params, lr, betas, eps):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                st_ = self.state[p]
+                if not st_:
+                    st_["m"], st_["v"] = torch.zeros_like(p), torch.zeros_like(p)
+                st_["m"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                st_["v"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                p.addcdiv_(st_["m"], st_["v"].sqrt().add_(group["eps"]), value=-group["lr"])
+
+
+RIGHT = [
+    (checks.gd_step, gd_right, {}),
+    (checks.gd_step, gd_right, {"steps": 10, "n_cases": 3}),
+    (checks.largest_stable_lr, lr_right, {"max_dim": 6, "n_cases": 5}),
+    (checks.predict_iterations, iters_right, {}),
+    (checks.momentum_sgd_class, sgd_momentum, {"nesterov": True}),
+    (checks.adam_class, adam, {"weight_decay": True}),
+]
+
+
+@pytest.mark.parametrize("check, answer, options", RIGHT)
+def test_right_answers_pass_with_one_deterministic_line(check, answer, options, capsys):
+    check(answer, **options)
+    first = capsys.readouterr().out
+    check(answer, **options)
+    assert capsys.readouterr().out == first
+    assert first.count("\n") == 1 and ": OK, " in first
+
+
+def test_right_answers_pass_on_other_seeds(capsys):
+    for seed in (1, 7, 123):
+        checks.gd_step(gd_right, seed=seed, steps=5)
+        checks.largest_stable_lr(lr_right, seed=seed)
+        checks.predict_iterations(iters_right, seed=seed)
+    assert capsys.readouterr().out.count("OK") == 9
+
+
+def _fails(check, answer, **options) -> str:
+    with pytest.raises(AssertionError) as err:
+        check(answer, **options)
+    return str(err.value)
+
+
+def test_gd_step_wrong_sign_names_case_step_index_and_values():
+    msg = _fails(checks.gd_step, lambda t, g, lr: t + lr * g)
+    assert msg.startswith("gd_step, case 1 of 4")
+    assert "after step 1 of 1" in msg and "theta[0]" in msg
+    assert "expected" in msg and "got" in msg
+
+
+def test_gd_step_small_error_late_in_a_trajectory_is_caught():
+    def drifting(theta, grad, lr):
+        return theta - lr * grad * (1 + 1e-6)
+
+    msg = _fails(checks.gd_step, drifting, steps=20)
+    assert "differs from optlib.SGD" in msg
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda t, g, lr: t.sub_(lr * g), "in place"),
+        (lambda t, g, lr: None, "returned None"),
+        (lambda t, g, lr: (t - lr * g).reshape(-1), "returned shape"),
+        (lambda t, g, lr: "theta", "not a tensor"),
+    ],
+)
+def test_gd_step_common_mistakes_are_explained(answer, words):
+    assert words in _fails(checks.gd_step, answer, n_cases=6)
+
+
+def test_gd_step_precision_is_checked_per_dtype(capsys):
+    def in_float32(theta, grad, lr):
+        return (theta.float() - lr * grad.float()).to(theta.dtype)
+
+    assert "float64 theta" in _fails(checks.gd_step, in_float32)  # float64 asks for float64
+    checks.gd_step(lambda t, g, lr: t - torch.tensor(lr, dtype=t.dtype) * g)  # rounding only
+    assert "OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda A: float(1 / torch.linalg.eigvalsh(A).max()), "too small"),
+        (lambda A: float(2 / torch.linalg.eigvalsh(A).min()), "too large"),
+        (lambda A: float(2 / torch.diagonal(A).max()), "diverges"),  # ignores the rotation
+        (lambda A: float(2 / torch.linalg.eigvalsh(A).mean()), "expected"),
+    ],
+)
+def test_largest_stable_lr_wrong_answers(answer, words):
+    msg = _fails(checks.largest_stable_lr, answer)
+    assert words in msg and "condition number" in msg
+    assert "eigvalsh" not in msg and "2/L" not in msg  # never the solution
+
+
+def test_largest_stable_lr_reports_a_measured_divergence():
+    msg = _fails(checks.largest_stable_lr, lambda A: 1.2 * lr_right(A))
+    assert "measured" in msg and "grew" in msg
+
+
+def test_predict_iterations_rejects_the_large_kappa_approximation_and_fractions():
+    approx = _fails(checks.predict_iterations, lambda k, tol: math.ceil(k / 2 * math.log(1 / tol)))
+    assert "running gradient descent took" in approx and "you predicted" in approx
+    frac = _fails(
+        checks.predict_iterations, lambda k, tol: math.log(tol) / math.log(1 - 2 / (k + 1))
+    )
+    assert "not a whole number" in frac
+
+
+def test_predict_iterations_accepts_integral_floats_and_tensors(capsys):
+    checks.predict_iterations(lambda k, tol: float(iters_right(k, tol)))
+    checks.predict_iterations(lambda k, tol: torch.tensor(iters_right(k, tol)))
+    assert capsys.readouterr().out.count("OK") == 2
+
+
+def test_momentum_class_in_the_ema_convention_fails_at_step_two():
+    msg = _fails(checks.momentum_sgd_class, EMAMomentum)
+    assert msg.startswith("momentum_sgd_class, case 1 of 3") and "after step 2" in msg
+    assert "torch.optim.SGD" in msg
+
+
+def test_adam_without_bias_correction_fails_at_step_one_with_a_hint():
+    msg = _fails(checks.adam_class, AdamNoBiasCorrection)
+    assert "after step 1" in msg and "t = 1" in msg
+    assert "bias" not in msg  # points where to look, does not name the fix
+
+
+# ------------------------------------------------------------------ the split the grader uses
+
+
+@pytest.mark.parametrize("name", sorted(checks.CHECKS))
+def test_cases_are_json_and_seeded(name):
+    check = checks.CHECKS[name]
+    a, b, c = check.cases(seed=3), check.cases(seed=3), check.cases(seed=4)
+    assert a == b and a != c
+    assert json.loads(json.dumps(a)) == a
+
+
+ANSWERS = {
+    "gd_step": gd_right,
+    "largest_stable_lr": lr_right,
+    "predict_iterations": iters_right,
+    "momentum_sgd_class": sgd_momentum,
+    "adam_class": adam,
+}
+
+
+@pytest.mark.parametrize("name", sorted(checks.CHECKS))
+def test_probe_data_survives_json_and_compares_equal(name):
+    check = checks.CHECKS[name]
+    for i, case in enumerate(check.cases(seed=5, n_cases=2)):
+        got = json.loads(json.dumps(check.probe(ANSWERS[name], case)))
+        check.compare(case, got, check.expect(case), f"case {i + 1}")
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["trajectory", "value", "error", "problem", "x"]), inner)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(checks.CHECKS)), got=JSONISH)
+def test_compare_turns_any_sandbox_data_into_pass_or_assertion(name, got):
+    """Whatever a sandboxed child sends back, the parent's comparison either accepts it (only
+    if it is right) or raises AssertionError, never anything else."""
+    check = checks.CHECKS[name]
+    case = check.cases(seed=0, n_cases=1)[0]
+    expected = check.expect(case)
+    try:
+        check.compare(case, got, expected, "case 1")
+    except AssertionError:
+        return
+    assert isinstance(got, dict)  # accepted: then it must be the right answer
+    if "value" in expected:
+        assert abs(got["value"] - expected["value"]) <= max(1, 1e-6 * expected["value"])
+    else:
+        assert torch.allclose(torch.tensor(got["trajectory"]), torch.tensor(expected["trajectory"]))

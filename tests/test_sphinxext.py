@@ -1,0 +1,155 @@
+"""optlib.sphinxext in a tiny Sphinx project: exercises with dropdown solutions, the grill, the
+appendix, and the student build with every solution (plain or gated) removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "01_gradient_descent"
+
+CONF = """\
+extensions = ["myst_parser", "sphinx_exercise", "sphinx_design", "optlib.sphinxext"]
+myst_enable_extensions = ["dollarmath", "colon_fence"]
+optlib_assignments_dir = "releases"
+optlib_make_assignments = False
+exclude_patterns = ["_build", "releases", "exercises"]
+"""
+
+INDEX = f"""\
+# Chapter
+
+```{{toctree}}
+appendix
+gated
+```
+
+## Exercises
+
+```{{chapter-exercises}} {NAME}
+```
+
+## Interview grill
+
+```{{grill}} {NAME}
+```
+"""
+
+APPENDIX = """\
+# Interview grill
+
+```{grill-all}
+```
+"""
+
+GATED = """\
+# Gated
+
+```{exercise-start}
+:label: ex-gated
+```
+Compute it.
+```{exercise-end}
+```
+
+```{solution-start} ex-gated
+:class: dropdown
+```
+GATED-SOLUTION-TEXT
+```{solution-end}
+```
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("book")
+    (src / "exercises" / "grill").mkdir(parents=True)
+    shutil.copy(ROOT / "exercises" / f"{NAME}.ipynb", src / "exercises")
+    for bank in (ROOT / "exercises" / "grill").glob("*.yml"):
+        shutil.copy(bank, src / "exercises" / "grill")
+    release = src / "releases" / NAME / "student"
+    release.mkdir(parents=True)
+    (release / f"{NAME}.ipynb").write_text(json.dumps({"cells": [], "student": True}))
+    for name, text in [("conf.py", CONF), ("index.md", INDEX), ("appendix.md", APPENDIX),
+                       ("gated.md", GATED)]:  # fmt: skip
+        (src / name).write_text(text)
+    return src
+
+
+def _build(src: Path, out: Path, hide: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OPTLIB_HIDE_SOLUTIONS"}
+    if hide:
+        env["OPTLIB_HIDE_SOLUTIONS"] = "1"
+    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-W", "-n", "--keep-going", "-q",
+           str(src), str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    pages = {p.name: p.read_text() for p in out.glob("*.html")}
+    pages["searchindex.js"] = (out / "searchindex.js").read_text()
+    pages["_sources"] = str((out / "_sources").exists())
+    pages["_downloads"] = " ".join(p.name for p in (out / "_downloads").rglob("*.ipynb"))
+    return pages
+
+
+@pytest.fixture(scope="module")
+def site(project, tmp_path_factory):
+    return _build(project, tmp_path_factory.mktemp("html"), hide=False)
+
+
+@pytest.fixture(scope="module")
+def student_site(project, tmp_path_factory):
+    return _build(project, tmp_path_factory.mktemp("student-html"), hide=True)
+
+
+def test_exercises_with_dropdown_solutions(site):
+    page = site["index.html"]
+    titles = re.findall(r'caption-number">Exercise (\d) </span> \(([^)]*)\)', page)
+    assert [t for _, t in titles] == [
+        "One gradient-descent step",
+        "The largest stable learning rate",
+        "Predict the number of iterations",
+        "Why a smaller learning rate does not cure a narrow valley",
+    ]
+    assert page.count('class="solution dropdown admonition"') == 4
+    assert "eigvalsh" in page and "Model answer" in page  # solution code and free-response
+    assert "BEGIN SOLUTION" not in page and "checks." not in page  # no markers, no tests
+    assert "grader.check(&quot;q1&quot;)" in page
+    assert f"{NAME}.ipynb" in site["_downloads"]  # the student notebook, linked for download
+
+
+def test_grill_in_chapter_with_hidden_answers_and_traps(site):
+    page = site["index.html"]
+    details = re.findall(r"<details[^>]*>", page)
+    assert len(details) >= 10 and not any(" open" in d for d in details)  # closed until clicked
+    assert page.count("<em>(trap)</em>") >= 3
+    assert 'id="grill-gd-smaller-lr-always-safer"' in page
+
+
+def test_appendix_collects_every_bank(site):
+    page = site["appendix.html"]
+    assert "Chapter 1: Gradient descent" in page
+    assert len(re.findall(r"<details", page)) == len(re.findall(r"<details", site["index.html"]))
+
+
+def test_gated_solution_renders(site):
+    assert "GATED-SOLUTION-TEXT" in site["gated.html"]
+
+
+def test_student_build_has_no_solutions(student_site):
+    page = student_site["index.html"]
+    assert page.count('class="exercise admonition"') == 4
+    assert 'class="solution' not in page
+    assert "eigvalsh" not in page and "Model answer" not in page
+    assert "eigvalsh" not in student_site["searchindex.js"]
+    assert "GATED-SOLUTION-TEXT" not in student_site["gated.html"]
+    assert student_site["_sources"] == "False"  # no copies of the sources
+    assert len(re.findall(r"<details", page)) >= 10  # grill answers stay (study material)
