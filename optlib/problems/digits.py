@@ -1,8 +1,4 @@
-"""Seeded real workloads, small enough for a 2-core laptop.
-
-Every problem is built from data that ships with an installed package (scikit-learn's bundled
-digits) or is generated from a seed, so nothing is downloaded at run time.
-"""
+"""scikit-learn's bundled 8×8 handwritten digits, and small MLPs to classify them."""
 
 from __future__ import annotations
 

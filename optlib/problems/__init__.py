@@ -1,0 +1,10 @@
+"""Seeded real workloads, small enough for a 2-core laptop.
+
+Every problem is built from data that ships with an installed package (scikit-learn's bundled
+digits, Python's own standard-library source) or is generated from a seed, so nothing is
+downloaded at run time. One module per workload; the names below are the public API.
+"""
+
+from .digits import Dataset, digits, digits_mlp, mlp
+
+__all__ = ["Dataset", "digits", "digits_mlp", "mlp"]
