@@ -122,7 +122,7 @@ def _shades(base: str, n: int) -> list[str]:
     """``n`` shades of one colour, dark to light (settings of one optimizer)."""
     rgb = np.array(to_rgb(base))
     out = []
-    for w in np.linspace(-0.45, 0.45, n):
+    for w in np.linspace(-0.5, 0.55, n):
         mixed = rgb * (1 + w) if w < 0 else rgb + (1 - rgb) * w
         out.append(to_hex(np.clip(mixed, 0, 1)))
     return out
@@ -387,52 +387,63 @@ def animate_trajectories(
     frames: int = 30,
     interval: int = 150,
     dpi: int = 72,
-    figsize: tuple[float, float] = (3.6, 3.3),
+    panel_size: float = 3.3,
+    panels: bool = False,
     box=None,
     colors: Mapping[str, str] | None = None,
     title: str | None = None,
 ) -> FuncAnimation:
     """The paths drawn step by step on the landscape, in at most ``frames`` frames.
 
-    Keep ``frames`` (≤ 40) and ``dpi`` small: :func:`jshtml` embeds every frame as an image.
-    The contour lines are drawn without antialiasing and the axes without ticks, which makes the
-    frames several times smaller (about 12 kB each at the defaults) and quicker to render.
+    All paths share one panel, or with ``panels=True`` each gets its own (small multiples, for
+    settings whose paths would hide each other). Keep ``frames`` (≤ 40) and ``dpi`` small:
+    :func:`jshtml` embeds every frame as an image. The contour lines are drawn without
+    antialiasing and the axes without ticks, which makes frames several times smaller and quicker
+    to render.
     """
     paths = {label: _xy(t) for label, t in trajectories.items()}
     longest = max(len(p) for p in paths.values())
     n_frames = max(1, min(frames, longest))
-    # Frame k shows the first idx[k] + 1 points of the longest path.
+    # Frame k shows the first idx[k] + 1 points of every path.
     idx = np.unique(np.round(np.linspace(0, longest - 1, n_frames)).astype(int))
+    n_axes = len(paths) if panels else 1
     # A fixed layout: a layout engine would re-run at every frame.
-    fig, ax = plt.subplots(figsize=figsize, dpi=dpi, layout="none")
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.92)
-    contour(landscape, ax, box=box, levels=14, antialiased=False, ticks=False, greys=(0.6, 0.85))
+    fig, axes = plt.subplots(
+        1, n_axes, figsize=(panel_size * n_axes, panel_size * 0.92), dpi=dpi, layout="none",
+        squeeze=False,
+    )  # fmt: skip
+    axes = list(axes[0])
+    fig.subplots_adjust(left=0.06 / n_axes, right=0.98, bottom=0.08, top=0.86, wspace=0.08)
+    for ax in axes:
+        contour(
+            landscape, ax, box=box, levels=14, antialiased=False, ticks=False, greys=(0.6, 0.85)
+        )
     cols = _colors_for(list(paths), colors)
     lines = {}
-    for label, pts in paths.items():
+    for k, (label, pts) in enumerate(paths.items()):
+        ax = axes[k] if panels else axes[0]
+        c = cols[label]
         ax.plot(
             pts[0, 0],
             pts[0, 1],
             marker="o",
             markersize=6,
             markerfacecolor="white",
-            markeredgecolor=cols[label],
+            markeredgecolor=c,
             linestyle="none",
             zorder=4,
         )
         (lines[label],) = ax.plot(
-            [],
-            [],
-            color=cols[label],
-            marker="o",
-            markersize=2.5,
-            linewidth=1.2,
-            label=label,
-            zorder=3,
+            [], [], color=c, marker="o", markersize=2.5, linewidth=1.2, label=label, zorder=3
         )
-    ax.legend(loc="upper right")
+        if panels:
+            ax.set_title(label, color=c)
     head = title + ", " if title else ""
-    caption = ax.set_title(f"{head}step 0")
+    if panels:
+        caption = fig.suptitle(f"{head}step 0")
+    else:
+        axes[0].legend(loc="upper right")
+        caption = axes[0].set_title(f"{head}step 0")
 
     def draw(k: int):
         stop = idx[k] + 1

@@ -91,16 +91,17 @@ def simulate(
 def _describe(hist: History) -> str:
     if hist.diverged:
         return f"diverged at step {hist.steps}"
+    if hist.final_loss > hist.loss[0]:
+        return f"f(θ_T) = {hist.final_loss:.3g} > f(θ_0) after {hist.steps} steps: growing"
     return f"f(θ_T) = {hist.final_loss:.3g} after {hist.steps} steps"
 
 
 class StaticExplorer:
-    """What an explorer shows in a static page: an animation of a few settings and a note.
-
-    All settings must share one landscape. ``html`` is self-contained (no network needed).
+    """What an explorer shows in a static page: an animation of a few settings, one panel each,
+    and a note. All settings must share one landscape. ``html`` needs no network to play.
     """
 
-    def __init__(self, settings: Sequence[Setting], *, frames: int = 24) -> None:
+    def __init__(self, settings: Sequence[Setting], *, frames: int = 20, dpi: int = 64) -> None:
         from . import viz
 
         if not settings:
@@ -113,7 +114,12 @@ class StaticExplorer:
         self.landscape = runs[0][0]
         self.histories = {h.label: h for _, h in runs}
         anim = viz.animate_trajectories(
-            self.landscape, self.histories, frames=frames, title=self.settings[0].landscape
+            self.landscape,
+            self.histories,
+            frames=frames,
+            dpi=dpi,
+            panels=len(self.histories) > 1,
+            title=self.settings[0].landscape,
         )
         results = "; ".join(f"{label}: {_describe(h)}" for label, h in self.histories.items())
         self.caption = f"{results}. {STATIC_NOTE}"

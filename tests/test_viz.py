@@ -142,6 +142,19 @@ def test_animation_is_small_and_plays_offline():
     assert not plt.get_fignums()  # jshtml closed the figure
 
 
+def test_animation_panels_give_each_path_its_own_axes():
+    q, runs = quadratic_runs()
+    anim = viz.animate_trajectories(q, runs, frames=5, panels=True, title="demo")
+    axes = anim._fig.axes
+    assert [ax.get_title() for ax in axes] == list(runs)
+    anim._draw_frame(4)  # the last frame shows each full path in its own panel
+    for ax, (label, hist) in zip(axes, runs.items()):
+        path = next(ln for ln in ax.get_lines() if ln.get_label() == label)
+        np.testing.assert_allclose(path.get_xydata(), hist.params)
+    assert anim._fig._suptitle.get_text() == "demo, step 15"
+    assert viz.jshtml(anim).count("data:image/png;base64") == 5
+
+
 def test_book_style_sets_rcparams():
     viz.use_book_style()
     assert plt.rcParams["axes.spines.top"] is False and plt.rcParams["font.size"] == 10

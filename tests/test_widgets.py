@@ -47,7 +47,7 @@ def test_static_explorer_animates_the_settings(monkeypatch):
     e = widgets.explorer("GD", "quadratic (κ=10)", lr=0.5, steps=20, optimizers=("GD", "Adam"))
     assert isinstance(e, widgets.StaticExplorer)
     html = e._repr_html_()
-    assert html.count("data:image/png;base64") == 21  # 21 points -> 21 frames (<= 24)
+    assert html.count("data:image/png;base64") == 20  # 21 points, at most 20 frames
     assert widgets.STATIC_NOTE in html
     assert set(e.histories) == {"GD, η=0.5", "Adam, η=0.5, β=0.9"}
     gd = e.histories["GD, η=0.5"]
