@@ -143,6 +143,11 @@ def load_banks(directory: str | Path | None = None) -> list[Bank]:
     """Every ``*.yml`` bank in ``directory`` (default :func:`default_dir`), by chapter; ids
     must be unique across banks."""
     directory = Path(directory) if directory is not None else default_dir()
+    if not any(directory.glob("*.yml")):
+        raise GrillError(
+            f"no question banks (*.yml) in {directory}; run from the repository's exercises/ "
+            "folder or pass the folder of the banks"
+        )
     banks = sorted(
         (load_bank(p) for p in directory.glob("*.yml")), key=lambda b: (b.chapter, b.name)
     )

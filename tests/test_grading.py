@@ -84,6 +84,21 @@ def gd_step(theta, grad, lr):
     return None
 """
 
+SWAP_PROBE_CODE = """from optlib import checks
+
+_swap = {  # each probe would return the reference answer instead of calling the learner's code
+    "gd_step": lambda answer, case: CHECKS["gd_step"].expect(case),
+    "largest_stable_lr": lambda answer, case: CHECKS["largest_stable_lr"].expect(case),
+    "predict_iterations": lambda answer, case: CHECKS["predict_iterations"].expect(case),
+}
+for _name, _fake in _swap.items():
+    checks.CHECKS[_name].probe.__code__ = _fake.__code__
+
+
+def gd_step(theta, grad, lr):
+    return None
+"""
+
 PATCH_GRADER = """import builtins, json, os, sys
 
 import otter
@@ -210,14 +225,16 @@ def graded(released, tmp_path_factory):
         "b_blank": student,
         "c_forged_outputs": _forge_outputs(student),
         "d_monkeypatch_checks": _with_answers(student, [MONKEYPATCH, None, None]),
+        "d_swap_probe_code": _with_answers(student, [SWAP_PROBE_CODE, None, None]),
         "e_patch_grader_and_exit": _with_answers(student, [PATCH_GRADER, EXITS, RAISE_INTERRUPT]),
         "f_infinite_loop_q2": _with_answers(student, [sol[0], LOOP, sol[2]]),
         "g_hang_in_function_q3": _with_answers(student, [sol[0], sol[1], HANG_IN_FUNCTION]),
         "h_pickle_payload": _with_answers(student, [_pickle_payload(marker), None, None]),
-        "i_tamper_files": _with_answers(student, [_tamper(folder), sol[1], sol[2]]),
         "j_kill_server_q1": _with_answers(student, [KILL_SERVER, sol[1], sol[2]]),
         "k_daemon": _with_answers(student, [DAEMON, sol[1], sol[2]]),
     }
+    if IS_ROOT:  # as the same user (fallback mode) a submission could really write them
+        subs["i_tamper_files"] = _with_answers(student, [_tamper(folder), sol[1], sol[2]])
     for name, nb in subs.items():
         (folder / f"{name}.ipynb").write_text(json.dumps(nb))
     (folder / "l_not_a_notebook.ipynb").write_text("{ this is not json")
@@ -280,6 +297,10 @@ def test_forged_outputs_get_nothing(graded):
 
 def test_monkeypatching_the_checks_gains_nothing(graded):
     assert _scores(graded["rows"]["d_monkeypatch_checks"]) == (0, 0, 0, 0)
+    row = graded["rows"]["d_swap_probe_code"]  # rewrites the probes' code objects in place
+    assert _scores(row) == (0, 0, 0, 0)
+    assert "modified the checks or the grader" in row["notes"]
+    assert "review: " in row["notes"] and "rewrites code" in row["notes"]
 
 
 def test_patching_the_grader_forging_results_and_exiting_gain_nothing(graded):
@@ -304,8 +325,9 @@ def test_grader_never_unpickles(graded):
 def test_submission_files_are_never_modified(graded):
     assert graded["unchanged"]
     assert graded["master_unchanged"]
-    if IS_ROOT:  # as nobody, the tampering answer still scores what it answered
+    if IS_ROOT:  # the tampering submission ran, failed to write, and scores what it answered
         assert _scores(graded["rows"]["i_tamper_files"]) == (2, 2, 2, 6)
+        assert "unprivileged user 65534" in graded["log"]
 
 
 def test_killing_the_sandbox_costs_that_question_only(graded):
@@ -344,3 +366,48 @@ def test_student_release_carries_its_public_tests(released):
     _, student, _ = released
     init = _source(student["cells"][0])
     assert "checks.gd_step(gd_step)" in init and "otter.Notebook(tests_dir=" in init
+
+
+def _otter_run(autograder_zip: Path, notebook: dict, workdir: Path) -> dict[str, float]:
+    workdir.mkdir()
+    (workdir / f"{NAME}.ipynb").write_text(json.dumps(notebook))
+    cmd = [sys.executable, "-m", "otter", "run", "-a", str(autograder_zip), "-o", str(workdir),
+           str(workdir / f"{NAME}.ipynb")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())["tests"]
+    return {t["name"]: t["score"] for t in results if t["name"].startswith("q")}
+
+
+@pytest.mark.slow
+def test_otter_round_trip_solution_full_marks_blank_zero(released, tmp_path):
+    """The authoring layer is consistent: otter's own grader, with every hidden test, gives the
+    solution full marks and the blank student release nothing."""
+    out, student, solution = released
+    (autograder_zip,) = (out / "autograder").glob("*.zip")
+    assert _otter_run(autograder_zip, solution, tmp_path / "solution") == {
+        "q1": 2.0,
+        "q2": 2.0,
+        "q3": 2.0,
+    }
+    assert _otter_run(autograder_zip, student, tmp_path / "blank") == {
+        "q1": 0.0,
+        "q2": 0.0,
+        "q3": 0.0,
+    }
+
+
+def test_fallback_mode_as_the_current_user(released, tmp_path):
+    """Without the user switch (not root, or --user current) honest notebooks grade the same."""
+    _, student, solution = released
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "solution.ipynb").write_text(json.dumps(solution))
+    (tmp_path / "in" / "blank.ipynb").write_text(json.dumps(student))
+    cmd = [sys.executable, "-m", "optlib.grading", "grade", NAME, str(tmp_path / "in"),
+           str(tmp_path / "g.csv"), "--user", "current", "--timeout", "30"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "current user (fallback)" in done.stdout
+    with open(tmp_path / "g.csv", newline="") as f:
+        rows = {r["file"]: r["total"] for r in csv.DictReader(f)}
+    assert rows == {"blank.ipynb": "0", "solution.ipynb": "6"}

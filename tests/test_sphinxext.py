@@ -17,38 +17,44 @@ ROOT = Path(__file__).resolve().parents[1]
 NAME = "01_gradient_descent"
 
 CONF = """\
-extensions = ["myst_parser", "sphinx_exercise", "sphinx_design", "optlib.sphinxext"]
+extensions = ["myst_nb", "sphinx_exercise", "sphinx_design", "optlib.sphinxext"]
+nb_execution_mode = "off"
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 optlib_assignments_dir = "releases"
 optlib_make_assignments = False
 exclude_patterns = ["_build", "releases", "exercises"]
 """
 
-INDEX = f"""\
-# Chapter
+INDEX = """\
+# Book
 
-```{{toctree}}
+```{toctree}
+chapter
 appendix
 gated
 ```
-
-## Exercises
-
-```{{chapter-exercises}} {NAME}
-```
-
-## Interview grill
-
-```{{grill}} {NAME}
-```
 """
 
-APPENDIX = """\
-# Interview grill
+# The chapter is a notebook, like the book's: the directives sit in a markdown cell.
+CHAPTER = {
+    "cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": "# Chapter"},
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+         "source": "x = 1"},
+        {
+            "cell_type": "markdown",
+            "metadata": {},
+            "source": f"## Exercises\n\n```{{chapter-exercises}} {NAME}\n```\n\n"
+            f"## Interview grill\n\n```{{grill}} {NAME}\n```\n",
+        },
+    ],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}  # fmt: skip
 
-```{grill-all}
-```
-"""
+APPENDIX = (ROOT / "chapters" / "interview_grill.md").read_text()  # the book's own page
 
 GATED = """\
 # Gated
@@ -74,11 +80,13 @@ def project(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("book")
     (src / "exercises" / "grill").mkdir(parents=True)
     shutil.copy(ROOT / "exercises" / f"{NAME}.ipynb", src / "exercises")
+    shutil.copy(ROOT / "exercises" / "grill_quiz.ipynb", src / "exercises")
     for bank in (ROOT / "exercises" / "grill").glob("*.yml"):
         shutil.copy(bank, src / "exercises" / "grill")
     release = src / "releases" / NAME / "student"
     release.mkdir(parents=True)
     (release / f"{NAME}.ipynb").write_text(json.dumps({"cells": [], "student": True}))
+    (src / "chapter.ipynb").write_text(json.dumps(CHAPTER))
     for name, text in [("conf.py", CONF), ("index.md", INDEX), ("appendix.md", APPENDIX),
                        ("gated.md", GATED)]:  # fmt: skip
         (src / name).write_text(text)
@@ -111,7 +119,7 @@ def student_site(project, tmp_path_factory):
 
 
 def test_exercises_with_dropdown_solutions(site):
-    page = site["index.html"]
+    page = site["chapter.html"]
     titles = re.findall(r'caption-number">Exercise (\d) </span> \(([^)]*)\)', page)
     assert [t for _, t in titles] == [
         "One gradient-descent step",
@@ -127,7 +135,7 @@ def test_exercises_with_dropdown_solutions(site):
 
 
 def test_grill_in_chapter_with_hidden_answers_and_traps(site):
-    page = site["index.html"]
+    page = site["chapter.html"]
     details = re.findall(r"<details[^>]*>", page)
     assert len(details) >= 10 and not any(" open" in d for d in details)  # closed until clicked
     assert page.count("<em>(trap)</em>") >= 3
@@ -137,7 +145,8 @@ def test_grill_in_chapter_with_hidden_answers_and_traps(site):
 def test_appendix_collects_every_bank(site):
     page = site["appendix.html"]
     assert "Chapter 1: Gradient descent" in page
-    assert len(re.findall(r"<details", page)) == len(re.findall(r"<details", site["index.html"]))
+    assert "grill_quiz.ipynb" in site["_downloads"]  # the self-quiz notebook
+    assert len(re.findall(r"<details", page)) == len(re.findall(r"<details", site["chapter.html"]))
 
 
 def test_gated_solution_renders(site):
@@ -145,7 +154,7 @@ def test_gated_solution_renders(site):
 
 
 def test_student_build_has_no_solutions(student_site):
-    page = student_site["index.html"]
+    page = student_site["chapter.html"]
     assert page.count('class="exercise admonition"') == 4
     assert 'class="solution' not in page
     assert "eigvalsh" not in page and "Model answer" not in page

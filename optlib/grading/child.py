@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import dataclasses
 import json
 import os
 import re
 import resource
 import signal
 import sys
+import types
 from typing import Any
 
 PR_SET_DUMPABLE = 4
@@ -114,6 +116,34 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise CellTimeout("cell exceeded its time limit")
 
 
+def fingerprint() -> tuple:
+    """Identities of what the probes and this harness run: the functions of optlib.checks and
+    of this module (code, defaults, globals), the check registry, ``json`` and the torch and
+    builtin entry points the probes call. Learner code that patches any of them (a function's
+    ``__code__``, a module attribute, a registry entry) changes the fingerprint, and the job
+    then reports tampering instead of data. (A layer, not a proof: code running in this process
+    can in principle patch anything; see :mod:`optlib.grading` for what the grade relies on.)"""
+    import torch
+
+    from optlib import checks
+
+    items: list = []
+    for mod in (checks, sys.modules[__name__], json):
+        for name, value in list(vars(mod).items()):
+            items.append((mod.__name__, name, id(value)))
+            if isinstance(value, types.FunctionType):
+                items.append((id(value.__code__), id(value.__defaults__), id(value.__kwdefaults__)))
+    for check in checks.CHECKS.values():
+        items.extend(id(getattr(check, f.name)) for f in dataclasses.fields(check))
+    for name in ("tensor", "as_tensor", "equal", "isclose", "unravel_index", "zeros"):
+        items.append(id(getattr(torch, name)))
+    for name in ("tolist", "clone", "reshape", "to", "detach", "double", "numel", "backward"):
+        items.append(id(getattr(torch.Tensor, name)))
+    for name in ("float", "int", "isinstance", "len", "range", "type", "str", "zip", "dict"):
+        items.append(id(getattr(builtins, name)))
+    return tuple(items)
+
+
 def _confine(job: dict) -> None:
     os.setsid()
     workdir = job["workdir"]
@@ -138,7 +168,7 @@ def _confine(job: dict) -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _run_job(job: dict, probes: dict) -> None:
+def _run_job(job: dict, probes: dict, snapshot: tuple) -> None:
     _confine(job)
     cell_timeout = float(job["limits"]["cell_timeout_s"])
     namespace: dict[str, Any] = {
@@ -159,7 +189,8 @@ def _run_job(job: dict, probes: dict) -> None:
             cell_errors.append(f"cell {i + 1}: {_describe(err)}")
     results = []
     timed_out: set[str] = set()  # a target that hung once is not called again
-    for test in job["probes"]:
+    tampered = fingerprint() != snapshot
+    for test in [] if tampered else job["probes"]:
         probe = probes[test["check"]]
         target = test["target"]
         out = []
@@ -180,7 +211,7 @@ def _run_job(job: dict, probes: dict) -> None:
                 out.append({"error": _describe(err)})
         results.append(out)
     try:
-        payload = json.dumps({"cell_errors": cell_errors, "results": results})
+        payload = json.dumps({"cell_errors": cell_errors, "results": results, "tampered": tampered})
     except (TypeError, ValueError) as err:
         payload = json.dumps({"cell_errors": cell_errors, "fatal": _describe(err)})
     path = os.path.join(job["workdir"], "result.json")
@@ -204,6 +235,7 @@ def serve() -> None:
     from optlib.checks import CHECKS
 
     probes = {name: check.probe for name, check in CHECKS.items()}
+    snapshot = fingerprint()
     _send({"ready": os.getpid()})
     for line in sys.stdin:
         job = json.loads(line)
@@ -211,7 +243,7 @@ def serve() -> None:
         if pid == 0:
             code = 70
             try:
-                _run_job(job, probes)
+                _run_job(job, probes, snapshot)
                 code = 0
             finally:
                 os._exit(code)

@@ -81,10 +81,30 @@ def _clean(text: str, limit: int = 240) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
+_REVIEW = [
+    (re.compile(r"\boptlib\s*\.\s*(checks|grading)\b|\bfrom\s+optlib\s+import\s+.*\bchecks\b"),
+     "imports optlib.checks/grading"),
+    (re.compile(r"\bCHECKS\b|_expect\b|\b_probe\b"), "uses the checks' internals"),
+    (re.compile(r"__code__|_getframe|\bgc\.get_objects|\binspect\.(stack|currentframe)"),
+     "inspects or rewrites code"),
+    (re.compile(r"\bos\.(kill|killpg|setsid|fork)\b|\bsignal\.(signal|setitimer|alarm)\b"),
+     "touches processes or signals"),
+]  # fmt: skip
+
+
+def review_flags(sources: list[str]) -> list[str]:
+    """What in a question's code deserves a human look (read as text, never run). Flags do
+    not change the score: the score already needs right answers on fresh inputs."""
+    text = "\n".join(sources)
+    return [label for pattern, label in _REVIEW if pattern.search(text)]
+
+
 def _score_question(q: Question, tests: list[_PreparedTest], outcome: Outcome) -> QuestionResult:
     share = q.points / len(tests)
     if outcome.status != "ok" or outcome.data is None:
         return QuestionResult(0.0, q.points, f"{outcome.status}: {outcome.detail}")
+    if outcome.data.get("tampered") is not False:
+        return QuestionResult(0.0, q.points, "the submission modified the checks or the grader")
     results = outcome.data.get("results")
     if not isinstance(results, list) or len(results) != len(tests):
         return QuestionResult(0.0, q.points, "malformed result")
@@ -139,7 +159,11 @@ def grade_submission(
             probes,
             timeout_s=min(sandbox.limits.question_timeout_s, left),
         )
-        row.results[q.name] = _score_question(q, tests, outcome)
+        result = _score_question(q, tests, outcome)
+        flags = review_flags(sub.setup + sub.regions[q.name])
+        if flags:
+            result.note = "; ".join(filter(None, [result.note, "review: " + ", ".join(flags)]))
+        row.results[q.name] = result
     return row
 
 

@@ -139,7 +139,11 @@ class Sandbox:
         msg = self._receive(time.monotonic() + 300)
         if not msg or "ready" not in msg:
             self._stop()
-            raise RuntimeError("the grading sandbox did not start (is optlib importable?)")
+            who = f"user {NOBODY}" if self.switch_user else "the current user"
+            raise RuntimeError(
+                f"the grading sandbox did not start: can {who} read the virtual environment "
+                "and optlib? (as root, both must be world-readable; or use --user current)"
+            )
 
     def _stop(self) -> None:
         if self._proc is not None:
