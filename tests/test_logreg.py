@@ -1,0 +1,46 @@
+"""optlib.problems.logreg: softmax regression on digits is zero-initialised, seeded and convex."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from optlib.problems import digits_logreg, softmax_regression
+
+F = torch.nn.functional
+
+
+def test_zero_init_predicts_uniform_and_loss_is_log10():
+    data, model = digits_logreg(dtype=torch.float64)
+    assert model.weight.shape == (10, 64) and model.bias.shape == (10,)
+    assert model.weight.abs().max() == 0 and model.bias.abs().max() == 0
+    assert model.weight.dtype == torch.float64
+    loss = F.cross_entropy(model(data.X_train), data.y_train).detach()
+    assert loss.item() == pytest.approx(math.log(10), rel=1e-14)
+
+
+def test_split_follows_the_seed_and_random_init_is_seeded():
+    a, _ = digits_logreg(seed=0)
+    b, _ = digits_logreg(seed=1)
+    assert not torch.equal(a.y_test, b.y_test)
+    w1 = softmax_regression(64, 10, init_scale=0.1, seed=3).weight
+    w2 = softmax_regression(64, 10, init_scale=0.1, seed=3).weight
+    assert torch.equal(w1, w2) and 0.05 < w1.detach().std().item() < 0.2
+
+
+def test_loss_is_convex_along_random_segments():
+    data, model = digits_logreg(dtype=torch.float64)
+    X, y = data.X_train, data.y_train
+    g = torch.Generator().manual_seed(0)
+
+    def f(w: torch.Tensor) -> float:
+        W, c = w[:640].reshape(10, 64), w[640:]
+        return float(F.cross_entropy(X @ W.T + c, y))
+
+    for _ in range(5):
+        a = torch.randn(650, generator=g, dtype=torch.float64)
+        b = torch.randn(650, generator=g, dtype=torch.float64)
+        for t in (0.25, 0.5, 0.75):
+            assert f((1 - t) * a + t * b) <= (1 - t) * f(a) + t * f(b) + 1e-12
