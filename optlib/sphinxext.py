@@ -18,7 +18,8 @@ Hiding solutions: ``optlib_hide_solutions = True`` (default: the environment var
 ``OPTLIB_HIDE_SOLUTIONS=1``, as ``make book-student`` sets) removes every sphinx-exercise
 solution, including gated ones, with a transform that runs after sphinx-exercise merges gated
 directives (its own ``hide_solutions`` crashes on gated solutions), and stops copying sources
-to ``_sources/`` (they would hold the solutions). Grill answers stay: they are study material.
+to ``_sources/`` (they would hold the solutions; sphinx-book-theme's download button, which
+links there, is switched off). Grill answers stay: they are study material.
 
 Add ``optlib.sphinxext`` after ``sphinx_exercise`` and ``sphinx_design`` in the extensions.
 """
@@ -259,6 +260,8 @@ def _config_inited(app: Sphinx, config: Any) -> None:
     if config.optlib_hide_solutions:
         config.html_copy_source = False
         config.html_show_sourcelink = False
+        if config.html_theme == "sphinx_book_theme":  # its download button links to _sources/
+            config.html_theme_options = {**config.html_theme_options, "use_download_button": False}
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

@@ -38,11 +38,12 @@ gated
 # The chapter is a notebook, like the book's: the directives sit in a markdown cell.
 CHAPTER = {
     "cells": [
-        {"cell_type": "markdown", "metadata": {}, "source": "# Chapter"},
-        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+        {"cell_type": "markdown", "id": "c1", "metadata": {}, "source": "# Chapter"},
+        {"cell_type": "code", "id": "c2", "metadata": {}, "execution_count": None, "outputs": [],
          "source": "x = 1"},
         {
             "cell_type": "markdown",
+            "id": "c3",
             "metadata": {},
             "source": f"## Exercises\n\n```{{chapter-exercises}} {NAME}\n```\n\n"
             f"## Interview grill\n\n```{{grill}} {NAME}\n```\n",
