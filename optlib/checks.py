@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from .optim.sgd import SGD
+
 __all__ = [
     "CHECKS",
     "Check",
@@ -216,10 +218,8 @@ def _gd_probe(answer: Callable, case: Case) -> dict:
 
 
 def _gd_expect(case: Case) -> dict:
-    import optlib
-
     p = _tensor(case["theta0"], case["dtype"]).reshape(case["shape"]).requires_grad_()
-    opt = optlib.SGD([p], lr=case["lr"])
+    opt = SGD([p], lr=case["lr"])
     trajectory = []
     for _ in range(case["steps"]):
         p.grad = _quadratic_grad(case, p.detach())
@@ -320,11 +320,9 @@ def _lr_expect(case: Case) -> dict:
 
 def _gd_error_growth(A: torch.Tensor, lr: float, steps: int, seed: int) -> float:
     """Run optlib.SGD on f = ½θᵀAθ (minimum 0) and return ‖θ_steps‖ / ‖θ_0‖."""
-    import optlib
-
     theta0 = torch.randn(A.shape[0], generator=_generator(seed), dtype=torch.float64)
     p = theta0.clone().requires_grad_()
-    opt = optlib.SGD([p], lr=lr)
+    opt = SGD([p], lr=lr)
     for _ in range(steps):
         p.grad = A @ p.detach()
         opt.step()
@@ -423,15 +421,13 @@ def _iter_probe(answer: Callable, case: Case) -> dict:
 def _iter_expect(case: Case) -> dict:
     """Run GD with η = 2/(L+μ) on a rotated diag(μ, κμ) from θ₀ and count the iterations until
     ‖θ_k − θ*‖ ≤ tol·‖θ₀ − θ*‖ (here θ* = 0)."""
-    import optlib
-
     mu, kappa = case["mu"], case["kappa"]
     c, s = math.cos(case["angle"]), math.sin(case["angle"])
     R = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
     A = R @ torch.diag(torch.tensor([mu, kappa * mu], dtype=torch.float64)) @ R.T
     p = torch.tensor(case["theta0"], dtype=torch.float64).requires_grad_()
     start = float(p.detach().norm())
-    opt = optlib.SGD([p], lr=2.0 / (mu + kappa * mu))
+    opt = SGD([p], lr=2.0 / (mu + kappa * mu))
     k = 0
     while float(p.detach().norm()) > case["tol"] * start:
         p.grad = A @ p.detach()

@@ -119,6 +119,9 @@ def _score_question(q: Question, tests: list[_PreparedTest], outcome: Outcome) -
         except AssertionError as err:
             notes.append(("hidden test" if test.call.hidden else "test") + f" failed: {err}")
             continue
+        except Exception as err:  # a check that chokes on malformed data still fails the test
+            notes.append(f"malformed result ({type(err).__name__})")
+            continue
         points += share
     if not notes and points < q.points:  # rounding of equal shares
         points = q.points
