@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .optim._validate import check_positive, check_positive_int
+from .optim._validate import check_nonnegative, check_positive, check_positive_int
 from .problems import Dataset
 from .stochastic import epoch_batches
 
@@ -114,6 +114,7 @@ def run_curve(
     seed: int = 0,
     stop_below: float | None = None,
     divergence_factor: float = 10.0,
+    l2: float = 0.0,
     label: str = "",
 ) -> Curve:
     r"""Train ``model`` in place for ``epochs`` passes over ``data.X_train`` and return its
@@ -130,16 +131,28 @@ def run_curve(
         stop_below: stop at the first evaluation whose training loss is below this value.
         divergence_factor: stop (``diverged``) when the training loss is not finite or exceeds
             this factor times its starting value.
+        l2: adds :math:`\tfrac{\lambda}{2}\|\theta\|^2` (:math:`\lambda` = ``l2``, over the
+            trainable parameters) to the loss of every batch and to the recorded training and
+            test losses: the objective is then :math:`f(\theta) = \frac1N\sum_i \ell_i(\theta)
+            + \tfrac{\lambda}{2}\|\theta\|^2`, and the mini-batch gradient stays unbiased.
     """
     X, y = data.X_train, data.y_train
     n = len(y)
     B = n if batch_size is None else min(check_positive_int("batch_size", batch_size), n)
     check_positive("epochs", epochs)
+    l2 = check_nonnegative("l2", l2)
     evals_per_epoch = check_positive_int("evals_per_epoch", evals_per_epoch)
     per_epoch = n // B
     total = max(1, round(epochs * per_epoch))
     every = max(1, per_epoch // evals_per_epoch)
     params = [p for p in model.parameters() if p.requires_grad]
+
+    def objective(logits: Tensor, target: Tensor) -> Tensor:
+        loss = loss_fn(logits, target)
+        if l2 == 0.0:
+            return loss
+        return loss + 0.5 * l2 * sum(p.pow(2).sum() for p in params)
+
     opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else optimizer(params)
     sched = scheduler(opt) if scheduler is not None else None
     gen = torch.Generator().manual_seed(seed)
@@ -151,8 +164,8 @@ def run_curve(
         """Evaluate at ``step``; False when the run must stop (diverged or below target)."""
         clock["train"] += time.perf_counter() - clock["since"]
         curve.time.append(clock["train"])
-        train_loss, _ = evaluate(model, X, y, loss_fn)
-        test_loss, test_acc = evaluate(model, data.X_test, data.y_test, loss_fn)
+        train_loss, _ = evaluate(model, X, y, objective)
+        test_loss, test_acc = evaluate(model, data.X_test, data.y_test, objective)
         curve.steps.append(step)
         curve.examples.append(step * B)
         curve.train_loss.append(train_loss)
@@ -173,7 +186,7 @@ def run_curve(
         for idx in batches:
             Xb, yb = (X, y) if idx is None else (X[idx], y[idx])
             opt.zero_grad()
-            loss = loss_fn(model(Xb), yb)
+            loss = objective(model(Xb), yb)
             loss.backward()
             curve.lr.append(float(opt.param_groups[0]["lr"]))
             opt.step()

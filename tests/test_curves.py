@@ -120,3 +120,14 @@ def test_optimizer_instances_and_bad_arguments():
         run_curve(opt, model, _data(), batch_size=0, epochs=1)
     with pytest.raises(ValueError, match="epochs"):
         run_curve(opt, model, _data(), batch_size=4, epochs=0)
+
+
+def test_l2_objective_trains_like_sgd_weight_decay():
+    """The gradient of (λ/2)‖θ‖² is λθ: the same step as torch.optim.SGD(weight_decay=λ)."""
+    data = _data()
+    a, b = _model(), _model()
+    run_curve(lambda p: optlib.SGD(p, lr=0.2), a, data, batch_size=8, epochs=2, l2=0.3)
+    run_curve(
+        lambda p: torch.optim.SGD(p, lr=0.2, weight_decay=0.3), b, data, batch_size=8, epochs=2
+    )
+    torch.testing.assert_close(_params(a), _params(b), rtol=1e-12, atol=1e-14)

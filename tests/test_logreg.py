@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from optlib.problems import digits_logreg, softmax_regression
+from optlib.problems import digits_logreg, l2_loss, minimize, softmax_regression
 
 F = torch.nn.functional
 
@@ -44,3 +44,32 @@ def test_loss_is_convex_along_random_segments():
         b = torch.randn(650, generator=g, dtype=torch.float64)
         for t in (0.25, 0.5, 0.75):
             assert f((1 - t) * a + t * b) <= (1 - t) * f(a) + t * f(b) + 1e-12
+
+
+def test_minimize_reaches_a_stationary_point_of_the_l2_objective():
+    data, model = digits_logreg(dtype=torch.float64)
+    X, y = data.X_train[:300], data.y_train[:300]
+    f_star = minimize(model, X, y, l2=1e-2)
+    loss = l2_loss(model, X, y, 1e-2)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    assert torch.cat([g.reshape(-1) for g in grads]).norm() < 1e-9
+    assert loss.item() == pytest.approx(f_star, rel=1e-14)
+    # strongly convex: any other point is worse by at least (λ/2)‖θ - θ*‖²
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+        assert l2_loss(model, X, y, 1e-2).item() >= f_star + 0.5 * 1e-2 * 0.01**2 * 650
+
+
+def test_l2_loss_adds_the_penalty_and_matches_run_curve():
+    from optlib.curves import run_curve
+    from optlib.optim import SGD
+
+    data, model = digits_logreg(dtype=torch.float64)
+    with torch.no_grad():
+        model.weight.fill_(0.1)
+    plain = F.cross_entropy(model(data.X_train), data.y_train)
+    penalised = l2_loss(model, data.X_train, data.y_train, 0.5)
+    assert (penalised - plain).item() == pytest.approx(0.25 * 640 * 0.01, rel=1e-12)
+    curve = run_curve(lambda p: SGD(p, lr=0.0), model, data, batch_size=None, epochs=1, l2=0.5)
+    assert curve.train_loss[0] == pytest.approx(penalised.item(), rel=1e-14)

@@ -7,10 +7,11 @@ downloaded at run time. One module per workload; the names below are the public 
 
 from .digits import Dataset, digits, digits_mlp, mlp
 from .logistic import logistic_regression, synthetic_logistic
-from .logreg import digits_logreg, softmax_regression
+from .logreg import digits_logreg, l2_loss, minimize, softmax_regression
 from .reddi import OnlineRun, ReddiProblem, play_online
 from .sparse import SparseFeatures, logistic_model, sparse_logistic
 
 __all__ = ["Dataset", "digits", "digits_mlp", "mlp", "digits_logreg", "softmax_regression"]
+__all__ += ["l2_loss", "minimize"]
 __all__ += ["SparseFeatures", "logistic_model", "sparse_logistic"]
 __all__ += ["logistic_regression", "synthetic_logistic", "OnlineRun", "ReddiProblem", "play_online"]
