@@ -455,13 +455,36 @@ def animate_trajectories(
     return FuncAnimation(fig, draw, frames=len(idx), interval=interval, blit=False)
 
 
+# matplotlib's player draws its buttons with Font Awesome 4 icons loaded from a CDN; the book is
+# read offline, so the stylesheet link goes and each icon becomes a plain Unicode symbol.
+_FA_LINK = re.compile(r"<link[^>]*font-awesome[^>]*>\s*")
+_FA_ICONS = {  # only triangles and bars: glyphs that every common font has
+    "fa fa-fast-backward": "\u25c0\u25c0",
+    "fa fa-step-backward": "\u25c0|",
+    "fa fa-play fa-flip-horizontal": "\u25c0",
+    "fa fa-pause": "\u2016",
+    "fa fa-play": "\u25b6",
+    "fa fa-step-forward": "|\u25b6",
+    "fa fa-fast-forward": "\u25b6\u25b6",
+    "fa fa-minus": "\u2212",
+    "fa fa-plus": "+",
+}
+
+
+def _offline_player(html: str) -> str:
+    html = _FA_LINK.sub("", html)
+    for cls, symbol in _FA_ICONS.items():
+        html = html.replace(f'<i class="{cls}"></i>', symbol)
+    return html
+
+
 def jshtml(anim: FuncAnimation) -> str:
-    """Self-contained HTML/JavaScript that plays ``anim`` offline; closes the figure."""
+    """Self-contained HTML/JavaScript that plays ``anim`` offline (no CDN); closes the figure."""
     # Frames are rendered at the animation figure's own (low) dpi, whatever savefig.dpi says.
     with plt.rc_context({"savefig.dpi": "figure"}):
         html = anim.to_jshtml(default_mode="once")
     plt.close(anim._fig)
-    return html
+    return _offline_player(html)
 
 
 def animation_html(anim: FuncAnimation):
