@@ -737,3 +737,9 @@ def adam_class(
     run_check(
         "adam_class", answer, seed=seed, n_cases=n_cases, steps=steps, weight_decay=weight_decay
     )
+
+
+# --------------------------------------------------------------------------- chapter modules
+# Each later chapter keeps its checks in its own module, which registers them in CHECKS; they
+# are re-exported here so that exercises call them as ``checks.<name>(...)``.
+from .checks_adagrad import *  # noqa: E402, F403  (chapter 4)
