@@ -743,4 +743,5 @@ def adam_class(
 # Each later chapter keeps its checks in its own module, which registers them in CHECKS; they
 # are re-exported here so that exercises call them as ``checks.<name>(...)``.
 from .checks_adagrad import *  # noqa: E402, F403  (chapter 4)
+from .checks_adam import *  # noqa: E402, F403  (chapter 5)
 from .checks_momentum import *  # noqa: E402, F403  (chapter 3)
