@@ -745,3 +745,4 @@ def adam_class(
 from .checks_adagrad import *  # noqa: E402, F403  (chapter 4)
 from .checks_adam import *  # noqa: E402, F403  (chapter 5)
 from .checks_momentum import *  # noqa: E402, F403  (chapter 3)
+from .checks_preconditioners import *  # noqa: E402, F403  (chapter 7)

@@ -8,6 +8,7 @@ downloaded at run time. One module per workload; the names below are the public 
 from .digits import Dataset, digits, digits_mlp, mlp
 from .logistic import logistic_regression, synthetic_logistic
 from .logreg import digits_logreg, l2_loss, minimize, softmax_regression
+from .logreg_objective import LogisticObjective, digits_logistic_objective
 from .reddi import OnlineRun, ReddiProblem, play_online
 from .sparse import SparseFeatures, logistic_model, sparse_logistic
 
@@ -15,3 +16,4 @@ __all__ = ["Dataset", "digits", "digits_mlp", "mlp", "digits_logreg", "softmax_r
 __all__ += ["l2_loss", "minimize"]
 __all__ += ["SparseFeatures", "logistic_model", "sparse_logistic"]
 __all__ += ["logistic_regression", "synthetic_logistic", "OnlineRun", "ReddiProblem", "play_online"]
+__all__ += ["LogisticObjective", "digits_logistic_objective"]
