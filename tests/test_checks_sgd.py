@@ -1,0 +1,232 @@
+"""optlib.checks_sgd (chapter 2): right answers pass with one line, plausible wrong answers fail
+with a message that locates the problem and does not contain the solution, and the
+probe/expect/compare split survives JSON (the sandboxed grader's path)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+from optlib import checks
+
+
+def _fails(check, answer, **options) -> str:
+    with pytest.raises(AssertionError) as err:
+        check(answer, **options)
+    return str(err.value)
+
+
+# --------------------------------------------------------------------------- q1: the estimator
+
+
+def estimator(G, batch_size, replace, generator):
+    n = len(G)
+    if replace:
+        idx = torch.randint(n, (batch_size,), generator=generator)
+    else:
+        idx = torch.randperm(n, generator=generator)[:batch_size]
+    return G[idx].mean(0)
+
+
+def always_with_replacement(G, batch_size, replace, generator):
+    return G[torch.randint(len(G), (batch_size,), generator=generator)].mean(0)
+
+
+def always_without_replacement(G, batch_size, replace, generator):
+    return G[torch.randperm(len(G), generator=generator)[:batch_size]].mean(0)
+
+
+def first_rows(G, batch_size, replace, generator):
+    return G[:batch_size].mean(0)
+
+
+def sums(G, batch_size, replace, generator):
+    return estimator(G, batch_size, replace, generator) * batch_size
+
+
+def one_too_few(G, batch_size, replace, generator):
+    return estimator(G, batch_size - 1, replace, generator)
+
+
+def skips_the_last_example(G, batch_size, replace, generator):
+    return estimator(G[:-1], batch_size, replace, generator)
+
+
+def rows_not_mean(G, batch_size, replace, generator):
+    return G[torch.randperm(len(G), generator=generator)[:batch_size]]
+
+
+def in_place(G, batch_size, replace, generator):
+    G.mul_(1.0001)
+    return estimator(G, batch_size, replace, generator)
+
+
+def test_right_estimator_passes(capsys):
+    checks.minibatch_gradient(estimator)
+    checks.minibatch_gradient(estimator, seed=9, n_cases=3, draws=2000)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and all(line.startswith("minibatch_gradient: OK") for line in out)
+
+
+def test_global_rng_is_fine_too():
+    def global_rng(G, batch_size, replace, generator):
+        return estimator(G, batch_size, replace, None)
+
+    torch.manual_seed(0)
+    checks.minibatch_gradient(global_rng)
+
+
+def test_ignoring_replace_is_caught_both_ways():
+    msg = _fails(checks.minibatch_gradient, always_with_replacement)
+    assert "without replacement" in msg and "too noisy" in msg
+    msg = _fails(checks.minibatch_gradient, always_without_replacement)
+    assert "with replacement" in msg and "less noisy" in msg
+    assert "N-B" not in msg and "N - B" not in msg  # does not give the formula away
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (first_rows, "never vary"),
+        (sums, "biased"),
+        (skips_the_last_example, "biased"),
+        (one_too_few, "too noisy"),
+        (rows_not_mean, "shape"),
+        (in_place, "in place"),
+        (lambda G, B, r, g: None, "None"),
+        (lambda G, B, r, g: "x", "str"),
+    ],
+)
+def test_wrong_estimators_fail_with_a_located_message(answer, words):
+    msg = _fails(checks.minibatch_gradient, answer)
+    assert words in msg and re.search(r"case \d of 4 \(N = \d+ examples, B = \d+", msg)
+
+
+# --------------------------------------------------------------------------- q2: the prediction
+
+
+def predict(v, b, b_new, n, replace):
+    if replace:
+        return v * b / b_new
+    return v * b / b_new * (n - b_new) / (n - b)
+
+
+def test_right_prediction_passes(capsys):
+    checks.predict_minibatch_variance(predict)
+    checks.predict_minibatch_variance(predict, seed=5, n_cases=12, max_n=100_000)
+    assert capsys.readouterr().out.count("predict_minibatch_variance: OK") == 2
+
+
+def test_forgetting_the_finite_population_is_named_without_the_formula():
+    msg = _fails(checks.predict_minibatch_variance, lambda v, b, b_new, n, r: v * b / b_new)
+    assert "without" in msg and "with replacement" in msg
+    assert "n - b" not in msg.lower() and "(n-b" not in msg.lower()
+
+
+def test_the_wrong_direction_is_named():
+    msg = _fails(checks.predict_minibatch_variance, lambda v, b, b_new, n, r: v * b_new / b)
+    assert "wrong way" in msg
+
+
+def test_prediction_type_problems():
+    assert "None" in _fails(checks.predict_minibatch_variance, lambda *a: None)
+    assert "2 numbers" in _fails(checks.predict_minibatch_variance, lambda *a: [1.0, 2.0])
+    # a float32 tensor is rounded: a right answer must keep float64 precision to pass
+    assert "OK" not in _fails(
+        checks.predict_minibatch_variance, lambda *a: torch.tensor(predict(*a)) * (1 + 1e-4)
+    )
+
+
+# --------------------------------------------------------------------------- q3: the schedule
+
+
+def warmup_cosine(t, peak_lr, warmup_steps, total_steps, start_factor, eta_min):
+    if t < warmup_steps:
+        return peak_lr * (start_factor + (1 - start_factor) * t / warmup_steps)
+    s = (t - warmup_steps) / (total_steps - warmup_steps)
+    return eta_min + (peak_lr - eta_min) * (1 + math.cos(math.pi * s)) / 2
+
+
+def test_right_schedule_passes(capsys):
+    checks.warmup_cosine_lr(warmup_cosine)
+    checks.warmup_cosine_lr(warmup_cosine, seed=3, n_cases=3, max_steps=600)
+    assert capsys.readouterr().out.count("warmup_cosine: OK") == 2
+
+
+@pytest.mark.parametrize(
+    "wrong, phase",
+    [
+        (  # cosine over the whole run, ignoring where the warm-up ends
+            lambda t, p, W, T, sf, m: (
+                warmup_cosine(t, p, W, T, sf, m)
+                if t < W
+                else m + (p - m) * (1 + math.cos(math.pi * t / T)) / 2
+            ),
+            "where the warm-up ends",
+        ),
+        (  # warm-up one step ahead
+            lambda t, p, W, T, sf, m: warmup_cosine(min(t + 1, W) if t < W else t, p, W, T, sf, m),
+            "at the first step",
+        ),
+        (  # decays to zero, not to eta_min
+            lambda t, p, W, T, sf, m: warmup_cosine(t, p, W, T, sf, 0.0),
+            "during the decay",
+        ),
+        (  # warm-up from zero, ignoring start_factor
+            lambda t, p, W, T, sf, m: warmup_cosine(t, p, W, T, 0.0, m),
+            "at the first step",
+        ),
+    ],
+)
+def test_wrong_schedules_say_where(wrong, phase):
+    msg = _fails(checks.warmup_cosine_lr, wrong)
+    assert phase in msg and "torch's schedulers give" in msg
+    assert "cos(" not in msg  # no formula in the message
+
+
+def test_schedule_type_problems():
+    assert "None" in _fails(checks.warmup_cosine_lr, lambda *a: None)
+    assert "numbers" in _fails(checks.warmup_cosine_lr, lambda *a: [0.1, 0.2])
+
+
+# --------------------------------------------------------------------------- the grader's path
+
+
+RIGHT = {
+    "minibatch_gradient": estimator,
+    "predict_minibatch_variance": predict,
+    "warmup_cosine_lr": warmup_cosine,
+}
+
+
+@pytest.mark.parametrize("name", sorted(RIGHT))
+def test_cases_probe_and_expect_travel_as_json(name):
+    check = checks.CHECKS[name]
+    cases = check.cases(seed=11, n_cases=2)
+    assert json.loads(json.dumps(cases)) == cases and cases != check.cases(seed=12, n_cases=2)
+    for i, case in enumerate(cases):
+        got = json.loads(json.dumps(check.probe(RIGHT[name], case)))
+        expected = json.loads(json.dumps(check.expect(case)))
+        check.compare(case, got, expected, f"case {i + 1}")
+
+
+@pytest.mark.parametrize("name", sorted(RIGHT))
+@pytest.mark.parametrize(
+    "junk", [None, {}, {"error": "ZeroDivisionError: x"}, {"mean": "a", "mse": 1}, [1, 2]]
+)
+def test_junk_from_the_sandbox_is_an_assertion(name, junk):
+    check = checks.CHECKS[name]
+    case = check.cases(seed=0, n_cases=1)[0]
+    with pytest.raises(AssertionError):
+        check.compare(case, junk, check.expect(case), "case 1")
+
+
+def test_an_error_in_the_sandbox_is_reported():
+    check = checks.CHECKS["minibatch_gradient"]
+    case = check.cases(seed=0, n_cases=1)[0]
+    with pytest.raises(AssertionError, match="raised ZeroDivisionError"):
+        check.compare(case, {"error": "ZeroDivisionError: x"}, check.expect(case), "case 1")
