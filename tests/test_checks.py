@@ -243,3 +243,14 @@ def test_compare_turns_any_sandbox_data_into_pass_or_assertion(name, got):
         assert abs(got["value"] - expected["value"]) <= max(1, 1e-6 * expected["value"])
     else:
         assert torch.allclose(torch.tensor(got["trajectory"]), torch.tensor(expected["trajectory"]))
+
+
+@pytest.mark.parametrize("name", ["gd_step", "largest_stable_lr", "predict_iterations"])
+@pytest.mark.parametrize("bad", [{"problem": None}, {}, {"problem": ""}, None, [], "x"])
+def test_malformed_probe_results_fail_as_assertions(name, bad):
+    """A probe result without a value (as tampered sandbox data might be) is a failed test,
+    reported as an AssertionError, never a crash of the check."""
+    c = checks.CHECKS[name]
+    case = c.cases(n_cases=1)[0]
+    with pytest.raises(AssertionError):
+        c.compare(case, bad, c.expect(case), "case 1")
