@@ -123,7 +123,9 @@ def run_curve(
     Args:
         optimizer: an optimizer over ``model``'s parameters, or a factory ``params -> optimizer``.
         batch_size: :math:`B`; ``None`` (or :math:`B \ge N`) takes full-batch steps.
-        epochs: training length in passes over the data: ``round(epochs * (N // B))`` steps.
+        epochs: training length in examples processed, in units of :math:`N`:
+            ``round(epochs * N / B)`` steps, so that runs with different batch sizes process the
+            same number of examples (an epoch of batches drops the last ``N mod B`` examples).
         scheduler: a factory ``optimizer -> scheduler`` (e.g. a ``torch.optim.lr_scheduler``);
             its ``step()`` is called after every optimizer step.
         evals_per_epoch: evaluations of the full training loss per epoch (at most one per step).
@@ -143,7 +145,7 @@ def run_curve(
     l2 = check_nonnegative("l2", l2)
     evals_per_epoch = check_positive_int("evals_per_epoch", evals_per_epoch)
     per_epoch = n // B
-    total = max(1, round(epochs * per_epoch))
+    total = max(1, round(epochs * n / B))  # equal examples for every B, whatever drop_last drops
     every = max(1, per_epoch // evals_per_epoch)
     params = [p for p in model.parameters() if p.requires_grad]
 

@@ -73,6 +73,9 @@ def test_drop_last_and_fractional_epochs():
     curve = run_curve(lambda p: optlib.SGD(p, lr=0.1), _model(), _data(), batch_size=12, epochs=2.5)
     # 40 // 12 = 3 steps an epoch (4 examples left out each epoch); 2.5 epochs -> 8 steps
     assert curve.steps == [0, 3, 6, 8] and curve.examples == [0, 36, 72, 96]
+    # the length is in examples: 3 epochs of 40 are 120 examples, 10 steps of 12
+    longer = run_curve(lambda p: optlib.SGD(p, lr=0.1), _model(), _data(), batch_size=12, epochs=3)
+    assert longer.examples[-1] == 120 and longer.steps[-1] == 10
 
 
 def test_scheduler_is_stepped_after_every_step_and_lr_recorded():
