@@ -1,0 +1,135 @@
+"""optlib.cache: JSON results memoised by function, arguments and optlib's source hash."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from optlib import cache
+
+CALLS: list[tuple] = []
+
+
+@cache.memoize
+def experiment(n: int, scale: float = 1.0, *, tag: str = "a") -> dict:
+    CALLS.append((n, scale, tag))
+    return {"values": [scale * k for k in range(n)], "pair": (n, tag)}
+
+
+@pytest.fixture(autouse=True)
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPTLIB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("OPTLIB_CACHE", raising=False)
+    CALLS.clear()
+    return tmp_path / "cache"
+
+
+def test_second_call_reads_the_file_and_returns_the_same_data(tmp_cache):
+    first = experiment(3, 0.5)
+    assert first == {"values": [0.0, 0.5, 1.0], "pair": [3, "a"]}  # as JSON reads it back
+    assert experiment(3, 0.5) == first and len(CALLS) == 1
+    files = list(tmp_cache.glob("experiment-*.json"))
+    assert len(files) == 1 and files[0] == experiment.cache_path(3, 0.5)
+    stored = json.loads(files[0].read_text())
+    assert stored["arguments"] == {"n": 3, "scale": 0.5, "tag": "a"}
+    assert stored["optlib_source"] == cache.source_hash()
+    assert stored["function"] == f"{__name__}.experiment"
+
+
+def test_arguments_are_bound_to_the_signature():
+    experiment(2)
+    experiment(n=2, scale=1.0)
+    experiment(2, tag="a")
+    assert len(CALLS) == 1
+    experiment(2, tag="b")
+    experiment(2, 2.0)
+    assert len(CALLS) == 3
+
+
+def test_floats_round_trip_exactly():
+    x = 0.1 + 0.2
+    assert experiment(2, x)["values"][1] == x
+    assert experiment(2, x)["values"][1] == x and len(CALLS) == 1
+
+
+def test_a_change_in_optlib_source_recomputes(monkeypatch):
+    experiment(4)
+    monkeypatch.setattr(cache, "source_hash", lambda: "0" * 64)
+    experiment(4)
+    assert len(CALLS) == 2
+
+
+def test_corrupt_or_mismatched_entries_are_recomputed(tmp_cache):
+    experiment(5)
+    path = experiment.cache_path(5)
+    path.write_text("{not json")
+    assert experiment(5)["values"][-1] == 4.0 and len(CALLS) == 2
+    stored = json.loads(path.read_text())
+    stored["arguments"]["n"] = 6  # a file that does not belong to this key
+    stored["result"] = {"values": "forged"}
+    path.write_text(json.dumps(stored))
+    assert experiment(5)["values"] != "forged" and len(CALLS) == 3
+
+
+def test_disabled_cache_always_computes_and_writes_nothing(tmp_cache, monkeypatch):
+    monkeypatch.setenv("OPTLIB_CACHE", "0")
+    assert not cache.enabled()
+    assert experiment(2) == experiment(2) and len(CALLS) == 2
+    assert not tmp_cache.exists()
+
+
+def test_uncached_computes_and_clear_removes(tmp_cache):
+    experiment(2)
+    assert experiment.uncached(2) == experiment(2) and len(CALLS) == 2
+    experiment(3)
+    assert len(CALLS) == 3
+    assert cache.clear(experiment) == 2
+    assert cache.clear() == 0
+    experiment(2)
+    assert len(CALLS) == 4
+
+
+def test_non_json_arguments_and_results_are_rejected():
+    with pytest.raises(TypeError, match="arguments of .*must be plain JSON data"):
+        experiment(2, tag={1, 2})
+
+    @cache.memoize
+    def bad() -> object:
+        return object()
+
+    with pytest.raises(TypeError, match="result of .*must be plain JSON data"):
+        bad()
+
+
+def test_unwritable_folder_still_computes(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("OPTLIB_CACHE_DIR", str(blocker / "sub"))  # a file in the way
+    assert experiment(2) == experiment(2) and len(CALLS) == 2
+
+
+def test_default_folder_is_in_the_checkout(monkeypatch):
+    monkeypatch.delenv("OPTLIB_CACHE_DIR")
+    folder = cache.cache_dir()
+    assert folder.name == ".optlib-cache" and (folder.parent / "pyproject.toml").is_file()
+
+
+def test_source_hash_is_stable_and_hex():
+    h = cache.source_hash()
+    assert h == cache.source_hash() and len(h) == 64 and int(h, 16) >= 0
+
+
+def test_source_hash_follows_file_changes(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    monkeypatch.setattr(cache, "_PACKAGE", pkg)
+    first = cache.source_hash()
+    assert cache.source_hash() == first
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    second = cache.source_hash()
+    assert second != first
+    (pkg / "c.py").write_text("")
+    assert cache.source_hash() not in (first, second)
