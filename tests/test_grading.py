@@ -411,3 +411,29 @@ def test_fallback_mode_as_the_current_user(released, tmp_path):
     with open(tmp_path / "g.csv", newline="") as f:
         rows = {r["file"]: r["total"] for r in csv.DictReader(f)}
     assert rows == {"blank.ipynb": "0", "solution.ipynb": "6"}
+
+
+def test_fingerprint_covers_every_module_that_defines_a_check():
+    """Patching a probe in a chapter's check module (not only optlib.checks) is detected."""
+    import sys
+
+    from optlib import checks
+    from optlib.grading import child
+
+    owners = {check.probe.__module__ for check in checks.CHECKS.values()} - {"optlib.checks"}
+    assert owners, "expected chapter check modules besides optlib.checks"
+    for owner in sorted(owners):
+        mod = sys.modules[owner]
+        name, fn = next(
+            (n, f)
+            for n, f in vars(mod).items()
+            if callable(f) and getattr(f, "__module__", None) == owner and hasattr(f, "__code__")
+        )
+        before = child.fingerprint()
+        original = fn.__code__
+        try:
+            fn.__code__ = (lambda *a, **k: None).__code__
+            assert child.fingerprint() != before, f"patching {owner}.{name} went unnoticed"
+        finally:
+            fn.__code__ = original
+        assert child.fingerprint() == before

@@ -117,8 +117,9 @@ def _on_alarm(signum: int, frame: Any) -> None:
 
 
 def fingerprint() -> tuple:
-    """Identities of what the probes and this harness run: the functions of optlib.checks and
-    of this module (code, defaults, globals), the check registry, ``json`` and the torch and
+    """Identities of what the probes and this harness run: the functions of optlib.checks, of
+    every chapter module that defines a registered check, and of this module (code, defaults,
+    globals), the check registry, ``json`` and the torch and
     builtin entry points the probes call. Learner code that patches any of them (a function's
     ``__code__``, a module attribute, a registry entry) changes the fingerprint, and the job
     then reports tampering instead of data. (A layer, not a proof: code running in this process
@@ -127,8 +128,14 @@ def fingerprint() -> tuple:
 
     from optlib import checks
 
+    modules = {checks.__name__: checks, __name__: sys.modules[__name__], "json": json}
+    for check in checks.CHECKS.values():
+        for field in dataclasses.fields(check):
+            owner = getattr(getattr(check, field.name), "__module__", None) or ""
+            if owner.startswith("optlib.") and owner in sys.modules:
+                modules[owner] = sys.modules[owner]
     items: list = []
-    for mod in (checks, sys.modules[__name__], json):
+    for _, mod in sorted(modules.items()):
         for name, value in list(vars(mod).items()):
             items.append((mod.__name__, name, id(value)))
             if isinstance(value, types.FunctionType):
