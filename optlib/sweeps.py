@@ -101,6 +101,7 @@ class BatchedMLP(nn.Module):
         return sum(p.pow(2).flatten(1).sum(1) for p in self.stacked())
 
     def forward(self, X: Tensor) -> Tensor:
+        """Logits of the :math:`K` models on the same inputs, shape ``(K, batch, classes)``."""
         z = torch.matmul(X, self.W1.transpose(1, 2)) + self.b1[:, None, :]
         if self.norm:
             z = nn.functional.layer_norm(z, z.shape[-1:])

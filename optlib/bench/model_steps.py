@@ -119,8 +119,8 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-#: Extra rows, timed after the optimizer they vary: bfloat16 matrix products are slow on CPUs
-#: without native bfloat16 units, so Muon's Newton–Schulz is also timed in float32.
+#: Extra rows, timed after the optimizer they vary. Muon's Newton–Schulz is also timed in float32,
+#: because bfloat16 matrix products are slow on CPUs without native bfloat16 units.
 VARIANTS: dict[str, dict[str, Protocol]] = {
     "Muon": {
         "Muon (NS float32)": Protocol(

@@ -79,7 +79,7 @@ class Sweep:
 
     @property
     def at_edge(self) -> bool:
-        """The best learning rate is the first or last of the grid: widen the grid to be sure."""
+        """Whether the best learning rate is the first or last grid point (then widen the grid)."""
         return self.best_index in (0, len(self.lrs) - 1)
 
     def largest_stable_lr(self) -> float | None:
