@@ -104,6 +104,11 @@ def build(student: bool = False, root: Path = ROOT) -> int:
         env["OPTLIB_HIDE_SOLUTIONS"] = "1"
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb), "build", str(root), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    if dropped:
+        # Sphinx re-reads only pages whose source changed; a notebook whose execution was dropped
+        # must be re-read too, or its old outputs stay in the site. Unchanged notebooks that do
+        # not import optlib still come from the execution cache.
+        cmd.append("--all")
     print(">>", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     rc = subprocess.call(cmd, env=env, cwd=root)
