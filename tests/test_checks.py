@@ -245,7 +245,7 @@ def test_compare_turns_any_sandbox_data_into_pass_or_assertion(name, got):
         assert torch.allclose(torch.tensor(got["trajectory"]), torch.tensor(expected["trajectory"]))
 
 
-@pytest.mark.parametrize("name", ["gd_step", "largest_stable_lr", "predict_iterations"])
+@pytest.mark.parametrize("name", sorted(checks.CHECKS))
 @pytest.mark.parametrize("bad", [{"problem": None}, {}, {"problem": ""}, None, [], "x"])
 def test_malformed_probe_results_fail_as_assertions(name, bad):
     """A probe result without a value (as tampered sandbox data might be) is a failed test,
