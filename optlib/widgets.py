@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from . import landscapes as ls
-from .optim import SGD, Adam
+from .optim import SGD, Adagrad, Adam, RMSprop
 from .train import History, run
 
 __all__ = ["OPTIMIZERS", "Setting", "StaticExplorer", "Explorer", "explorer", "is_static"]
@@ -36,6 +36,8 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
     "GD": lambda p, lr, beta: SGD(p, lr=lr),
     "momentum": lambda p, lr, beta: SGD(p, lr=lr, momentum=beta),
     "Nesterov": lambda p, lr, beta: SGD(p, lr=lr, momentum=beta, nesterov=beta > 0),
+    "Adagrad": lambda p, lr, beta: Adagrad(p, lr=lr),  # beta unused: no momentum
+    "RMSprop": lambda p, lr, beta: RMSprop(p, lr=lr, momentum=beta),
     "Adam": lambda p, lr, beta: Adam(p, lr=lr, betas=(beta, 0.999)),
 }
 
@@ -65,8 +67,8 @@ class Setting:
 
     @property
     def label(self) -> str:
-        if self.optimizer == "GD":
-            return f"GD, η={self.lr:.3g}"
+        if self.optimizer in ("GD", "Adagrad"):  # no β
+            return f"{self.optimizer}, η={self.lr:.3g}"
         return f"{self.optimizer}, η={self.lr:.3g}, β={self.beta:.3g}"
 
 

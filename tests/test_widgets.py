@@ -96,3 +96,11 @@ def test_live_explorer_builds_the_widget_tree_and_recomputes():
     left, right = fig.axes
     assert right.get_yscale() == "log"
     assert "Adam" in [ln.get_label() for ln in left.get_lines()]
+
+
+@pytest.mark.parametrize("name", sorted(widgets.OPTIMIZERS))
+def test_every_explorer_optimizer_descends_on_the_quadratic(name):
+    """Each optimizer the explorer offers builds and lowers the loss at a modest step size."""
+    setting = widgets.Setting(name, "quadratic (κ=10)", lr=0.05, steps=40)
+    _, hist = widgets.simulate(setting)
+    assert not hist.diverged and hist.loss[-1] < hist.loss[0]
