@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 book: $(STAMP)
-	$(PY) -m optlib.build book
+	$(PY) -m optlib.course.build book
 
 test: $(STAMP)
 	$(PY) -m pytest tests
@@ -52,19 +52,19 @@ bench: $(STAMP)
 clean:
 	rm -rf _build
 
-# --- exercises: otter-grader releases, the trusted grader, nbval (see optlib/grading) --------
+# --- exercises: otter-grader releases, the trusted grader, nbval (see optlib/course/grading) ---
 EXERCISES := $(sort $(wildcard exercises/[0-9]*.ipynb))
 
 assignments: $(STAMP)
-	$(PY) -m optlib.grading assign $(EXERCISES)
+	$(PY) -m optlib.course.grading assign $(EXERCISES)
 
 grade: $(STAMP)
 	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo \
 	  "usage: make grade ASSIGNMENT=01_gradient_descent SUBMISSIONS=folder OUT=grades.csv"; exit 2; }
-	$(PY) -m optlib.grading grade $(ASSIGNMENT) $(SUBMISSIONS) $(OUT)
+	$(PY) -m optlib.course.grading grade $(ASSIGNMENT) $(SUBMISSIONS) $(OUT)
 
 book-student: $(STAMP)
-	$(PY) -m optlib.build book --student
+	$(PY) -m optlib.course.build book --student
 
 test-exercises: assignments
 	$(PY) -m pytest --nbval --nbval-current-env $(EXERCISES)

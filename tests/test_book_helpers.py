@@ -1,10 +1,10 @@
-"""optlib.book.glue: numbers computed with NumPy or torch can be formatted in the prose."""
+"""optlib.course.book.glue: numbers computed with NumPy or torch can be formatted in the prose."""
 
 import numpy as np
 import pytest
 import torch
 
-from optlib.book import plain
+from optlib.course.book import plain
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""optlib.cache: JSON results memoised by function, arguments and optlib's source hash."""
+"""optlib.course.cache: JSON results memoised by function, arguments and optlib's source hash."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from optlib import cache
+from optlib.course import cache
 
 CALLS: list[tuple] = []
 
@@ -133,3 +133,4 @@ def test_source_hash_follows_file_changes(tmp_path, monkeypatch):
     assert second != first
     (pkg / "c.py").write_text("")
     assert cache.source_hash() not in (first, second)
+

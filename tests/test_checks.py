@@ -1,5 +1,6 @@
-"""optlib.checks: right answers pass with one deterministic line, wrong answers fail with a message
-that locates the problem, and the probe/expect/compare split is sound for the sandboxed grader."""
+"""optlib.course.checks: right answers pass with one deterministic line, wrong answers fail with a
+message that locates the problem, and the probe/expect/compare split is sound for the sandboxed
+grader."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optlib import checks
+from optlib.course import checks
 
 
 def gd_right(theta, grad, lr):

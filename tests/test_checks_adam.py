@@ -1,5 +1,6 @@
-"""optlib.checks_adam (chapter 5's exercise checks): right answers pass with one deterministic
-line, plausible wrong answers fail with a message that locates the problem without giving the
+"""optlib.course.checks.adam (chapter 5's exercise checks): right answers pass with one
+deterministic line, plausible wrong answers fail with a message that locates the problem without
+giving the
 solution away, and the cases/probe/expect/compare split works for the sandboxed grader."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optlib import checks
+from optlib.course import checks
 from optlib.optim.radam import radam_rectification
 
 NAMES = ["uncorrected_step_ratio", "adam_first_step", "radam_threshold"]

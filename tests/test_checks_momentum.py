@@ -1,5 +1,6 @@
-"""optlib.checks_momentum: right answers pass with one line, wrong answers fail with a message that
-locates the problem without giving the solution away, and the split is safe for the grader."""
+"""optlib.course.checks.momentum: right answers pass with one line, wrong answers fail with a
+message that locates the problem without giving the solution away, and the split is safe for the
+grader."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optlib import checks, linalg
+from optlib import linalg
+from optlib.course import checks
 
 NAMES = ["ema_lr", "optimal_momentum", "predict_momentum_iterations"]
 

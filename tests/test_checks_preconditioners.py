@@ -1,4 +1,4 @@
-"""optlib.checks_preconditioners (chapter 7): right answers pass with one deterministic line,
+"""optlib.course.checks.preconditioners (chapter 7): right answers pass with one deterministic line,
 wrong answers fail with a message that locates the problem without giving the solution, and the
 probe/expect/compare split survives the sandbox's JSON."""
 
@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optlib import checks
 from optlib import linalg as la
+from optlib.course import checks
 
 NAMES = ["richardson_step", "richardson_plan", "jacobi_preconditioner"]
 

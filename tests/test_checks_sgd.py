@@ -1,5 +1,5 @@
-"""optlib.checks_sgd (chapter 2): right answers pass with one line, plausible wrong answers fail
-with a message that locates the problem and does not contain the solution, and the
+"""optlib.course.checks.sgd (chapter 2): right answers pass with one line, plausible wrong answers
+fail with a message that locates the problem and does not contain the solution, and the
 probe/expect/compare split survives JSON (the sandboxed grader's path)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from optlib import checks
+from optlib.course import checks
 
 
 def _fails(check, answer, **options) -> str:

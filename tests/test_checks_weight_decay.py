@@ -1,4 +1,4 @@
-"""optlib.checks_weight_decay (chapter 6): right answers pass with one line, plausible wrong
+"""optlib.course.checks.weight_decay (chapter 6): right answers pass with one line, plausible wrong
 answers fail with a message that locates the problem without giving the solution away, and the
 probe/expect/compare split survives the sandbox's JSON."""
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from optlib import checks
-from optlib import checks_weight_decay as wd_checks
+from optlib.course import checks
+from optlib.course.checks import weight_decay as wd_checks
 
 # ----------------------------------------------------------------------------- right answers
 

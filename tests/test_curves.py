@@ -1,5 +1,6 @@
-"""optlib.curves: the loop takes the steps it says (full batch, shuffled epochs, schedulers), counts
-examples, evaluates the full loss, stops on divergence or a target, and is reproducible."""
+"""optlib.experiments.curves: the loop takes the steps it says (full batch, shuffled epochs,
+schedulers), counts examples, evaluates the full loss, stops on divergence or a target, and is
+reproducible."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 import torch
 
 import optlib
-from optlib import stochastic as sto
-from optlib.curves import evaluate, run_curve
+from optlib.experiments import stochastic as sto
+from optlib.experiments.curves import evaluate, run_curve
 from optlib.problems import Dataset, mlp
 
 F = torch.nn.functional

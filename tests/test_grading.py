@@ -1,5 +1,5 @@
-"""The trusted grader end to end: `otter assign`, then `python -m optlib.grading grade` on a folder
-holding the solution, the blank student release and crafted cheats; one CLI run, many checks.
+"""The trusted grader end to end: `otter assign`, then `python -m optlib.course.grading grade` on a
+folder holding the solution, the blank student release and crafted cheats; one CLI run, many checks.
 
 Every integrity claim of the grader is proven here with a submission that tries to break it.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from optlib.grading.assign import assign
-from optlib.grading.master import read_master
+from optlib.course.grading.assign import assign
+from optlib.course.grading.master import read_master
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = ROOT / "exercises" / "01_gradient_descent.ipynb"
@@ -70,7 +70,7 @@ def _forge_outputs(nb: dict) -> dict:
 
 MONKEYPATCH = """import dataclasses
 
-import optlib.checks as checks
+import optlib.course.checks as checks
 
 for _name, _check in list(checks.CHECKS.items()):
     checks.CHECKS[_name] = dataclasses.replace(
@@ -84,7 +84,7 @@ def gd_step(theta, grad, lr):
     return None
 """
 
-SWAP_PROBE_CODE = """from optlib import checks
+SWAP_PROBE_CODE = """from optlib.course import checks
 
 _swap = {  # each probe would return the reference answer instead of calling the learner's code
     "gd_step": lambda answer, case: CHECKS["gd_step"].expect(case),
@@ -102,8 +102,8 @@ def gd_step(theta, grad, lr):
 PATCH_GRADER = """import builtins, json, os, sys
 
 import otter
-import optlib.grading.child as child
-import optlib.grading.grade as grade
+import optlib.course.grading.child as child
+import optlib.course.grading.grade as grade
 
 otter.Notebook.check = lambda self, *a, **k: print("All test cases passed!")
 grade._score_question = lambda q, tests, outcome: grade.QuestionResult(q.points, q.points)
@@ -244,7 +244,7 @@ def graded(released, tmp_path_factory):
     }
     master_before = hashlib.sha256(MASTER.read_bytes()).hexdigest()
     csv_path = tmp_path_factory.mktemp("out") / "grades.csv"
-    cmd = [sys.executable, "-m", "optlib.grading", "grade", str(MASTER), str(folder),
+    cmd = [sys.executable, "-m", "optlib.course.grading", "grade", str(MASTER), str(folder),
            str(csv_path), "--timeout", "8", "--cell-timeout", "3"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -403,7 +403,7 @@ def test_fallback_mode_as_the_current_user(released, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "solution.ipynb").write_text(json.dumps(solution))
     (tmp_path / "in" / "blank.ipynb").write_text(json.dumps(student))
-    cmd = [sys.executable, "-m", "optlib.grading", "grade", NAME, str(tmp_path / "in"),
+    cmd = [sys.executable, "-m", "optlib.course.grading", "grade", NAME, str(tmp_path / "in"),
            str(tmp_path / "g.csv"), "--user", "current", "--timeout", "30"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -414,14 +414,14 @@ def test_fallback_mode_as_the_current_user(released, tmp_path):
 
 
 def test_fingerprint_covers_every_module_that_defines_a_check():
-    """Patching a probe in a chapter's check module (not only optlib.checks) is detected."""
+    """Patching a probe in a chapter's check module (not only optlib.course.checks) is detected."""
     import sys
 
-    from optlib import checks
-    from optlib.grading import child
+    from optlib.course import checks
+    from optlib.course.grading import child
 
-    owners = {check.probe.__module__ for check in checks.CHECKS.values()} - {"optlib.checks"}
-    assert owners, "expected chapter check modules besides optlib.checks"
+    owners = {check.probe.__module__ for check in checks.CHECKS.values()} - {"optlib.course.checks"}
+    assert owners, "expected chapter check modules besides optlib.course.checks"
     for owner in sorted(owners):
         mod = sys.modules[owner]
         name, fn = next(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from optlib import grill
+from optlib.course import grill
 
 GOOD = """\
 chapter: 9

@@ -1,4 +1,4 @@
-"""optlib.landscapes: hand-derived gradients and Hessians against torch.autograd."""
+"""optlib.problems.landscapes: hand-derived gradients and Hessians against torch.autograd."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optlib import landscapes as ls
+from optlib.problems import landscapes as ls
 
 DETERMINISTIC = [
     ls.Quadratic(1.0),

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from optlib import landscapes as ls
 from optlib import linalg as la
+from optlib.problems import landscapes as ls
 
 F64 = torch.float64
 

@@ -62,7 +62,7 @@ def test_minimize_reaches_a_stationary_point_of_the_l2_objective():
 
 
 def test_l2_loss_adds_the_penalty_and_matches_run_curve():
-    from optlib.curves import run_curve
+    from optlib.experiments.curves import run_curve
     from optlib.optim import SGD
 
     data, model = digits_logreg(dtype=torch.float64)

@@ -1,4 +1,5 @@
-"""optlib.momentum: the textbook forms of momentum trace torch's SGD paths, step for step."""
+"""optlib.experiments.momentum: the textbook forms of momentum trace torch's SGD paths, step for
+step."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optlib
-from optlib import landscapes, momentum
+from optlib.experiments import momentum
+from optlib.problems import landscapes
 
 ROSEN = landscapes.Rosenbrock()
 

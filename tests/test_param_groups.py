@@ -1,4 +1,4 @@
-"""optlib.param_groups: biases, norm layers and embeddings go to the weight_decay=0 group."""
+"""optlib.optim.param_groups: biases, norm layers and embeddings go to the weight_decay=0 group."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import optlib
-from optlib.param_groups import CATEGORIES, decay_groups, decay_mask
+from optlib.optim.param_groups import CATEGORIES, decay_groups, decay_mask
 
 
 class TinyLM(nn.Module):

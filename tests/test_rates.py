@@ -1,4 +1,5 @@
-"""optlib.rates: closed-form momentum rates against eigenvalues, against runs, and the grid."""
+"""optlib.experiments.rates: closed-form momentum rates against eigenvalues, against runs, and the
+grid."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optlib
-from optlib import landscapes, linalg, rates
+from optlib import linalg
+from optlib.experiments import rates
+from optlib.problems import landscapes
 
 
 def spectral_radius(h: float, beta: float, nesterov: bool) -> float:

@@ -1,5 +1,5 @@
-"""optlib.sphinxext in a tiny Sphinx project: exercises with dropdown solutions, the grill, the
-appendix, and the student build with every solution (plain or gated) removed."""
+"""optlib.course.sphinxext in a tiny Sphinx project: exercises with dropdown solutions, the grill,
+the appendix, and the student build with every solution (plain or gated) removed."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NAME = "01_gradient_descent"
 
 CONF = """\
-extensions = ["myst_nb", "sphinx_exercise", "sphinx_design", "optlib.sphinxext"]
+extensions = ["myst_nb", "sphinx_exercise", "sphinx_design", "optlib.course.sphinxext"]
 nb_execution_mode = "off"
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 optlib_assignments_dir = "releases"
@@ -147,7 +147,7 @@ def test_appendix_collects_every_bank(site):
     page = site["appendix.html"]
     assert "Chapter 1: Gradient descent" in page
     assert "grill_quiz.ipynb" in site["_downloads"]  # the self-quiz notebook
-    from optlib.grill import load_banks
+    from optlib.course.grill import load_banks
 
     banks = load_banks(ROOT / "exercises" / "grill")
     for bank in banks:

@@ -1,5 +1,6 @@
-"""optlib.stochastic: batches are uniform, the variance formula is exact (checked by enumerating
-every batch), sampling matches it, per-example gradients match autograd, sharpness matches eig."""
+"""optlib.experiments.stochastic: batches are uniform, the variance formula is exact (checked by
+enumerating every batch), sampling matches it, per-example gradients match autograd, sharpness
+matches eig."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optlib import stochastic as sto
+from optlib.experiments import stochastic as sto
 from optlib.linalg import flatten
 from optlib.problems import digits_logreg
 

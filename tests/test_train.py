@@ -1,4 +1,5 @@
-"""optlib.train: seeded, reproducible histories; divergence detection; any torch optimizer."""
+"""optlib.experiments.train: seeded, reproducible histories; divergence detection; any torch
+optimizer."""
 
 import math
 
@@ -7,8 +8,9 @@ import pytest
 import torch
 
 import optlib
-from optlib import landscapes as ls
-from optlib.train import History, Supervised, contraction_rate, run
+from optlib.experiments.rates import contraction_rate
+from optlib.experiments.train import History, Supervised, run
+from optlib.problems import landscapes as ls
 
 
 def small_problem(seed=0, n=96):
@@ -118,7 +120,7 @@ def test_minibatches_differ_with_the_seed_and_cover_an_epoch():
     b = run(lambda p: optlib.SGD(p, lr=0.1), small_problem(), 6, batch_size=16, seed=1)
     assert a.loss != b.loss
     # Sanity of the batch order itself: one epoch visits every example once.
-    from optlib.train import _batches
+    from optlib.experiments.train import _batches
 
     gen = _batches(96, 16, seed=0)
     seen = torch.cat([next(gen) for _ in range(6)])

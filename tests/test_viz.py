@@ -1,4 +1,4 @@
-"""optlib.viz: the palette is fixed; plots carry the expected artists, labels and colours."""
+"""optlib.plots.viz: the palette is fixed; plots carry the expected artists, labels and colours."""
 
 import matplotlib
 
@@ -11,8 +11,9 @@ from matplotlib.animation import FuncAnimation  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
 import optlib  # noqa: E402
-from optlib import landscapes as ls  # noqa: E402
-from optlib import train, viz  # noqa: E402
+from optlib.experiments import train  # noqa: E402
+from optlib.plots import viz  # noqa: E402
+from optlib.problems import landscapes as ls  # noqa: E402
 
 # The book promises one colour per optimizer in every chapter: changing one is a visible break.
 EXPECTED = {

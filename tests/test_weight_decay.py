@@ -1,4 +1,5 @@
-"""optlib.weight_decay: decoupled decay composes with SGD and Adam; Adam's effective L2 decay."""
+"""optlib.experiments.weight_decay: decoupled decay composes with SGD and Adam; Adam's effective L2
+decay."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optlib
-from optlib import problems, train
-from optlib.weight_decay import Decoupled, decay_, effective_decay
+from optlib import problems
+from optlib.experiments import train
+from optlib.experiments.weight_decay import Decoupled, decay_, effective_decay
 
 from ._parity import clone_params, make_params, quartic_loss
 

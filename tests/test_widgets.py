@@ -1,4 +1,5 @@
-"""optlib.widgets: a live widget tree in Jupyter, a meaningful animation in the static book."""
+"""optlib.plots.widgets: a live widget tree in Jupyter, a meaningful animation in the static
+book."""
 
 import matplotlib
 
@@ -8,8 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from optlib import widgets  # noqa: E402
-from optlib.widgets import Setting  # noqa: E402
+from optlib.plots import widgets  # noqa: E402
+from optlib.plots.widgets import Setting  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

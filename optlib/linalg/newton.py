@@ -58,7 +58,7 @@ def _derivatives(
     if f is not None and not callable(f):
         raise ValueError(f"Invalid f: expected a callable or None, got {f!r}")
     if grad is None and hessian is None and hasattr(f, "grad") and hasattr(f, "hessian"):
-        return f, f.grad, f.hessian  # e.g. an optlib.landscapes.Landscape
+        return f, f.grad, f.hessian  # e.g. an optlib.problems.landscapes.Landscape
     if grad is None:
         if f is None:
             raise ValueError("Invalid grad: give grad (and hessian), or a scalar function f")
@@ -103,7 +103,7 @@ def newton(
 
     The derivatives come from ``grad`` and ``hessian`` callables (``f`` may then be ``None``
     unless a line search needs it), from ``f.grad`` and ``f.hessian`` when ``f`` is an
-    ``optlib.landscapes.Landscape``, or from autograd on the scalar function ``f``.
+    ``optlib.problems.landscapes.Landscape``, or from autograd on the scalar function ``f``.
     ``x0`` is a 1-D tensor. Nocedal & Wright (2006), Algorithm 3.1 and §3.3–3.4.
     """
     f, grad_fn, hessian_fn = _derivatives(f, grad, hessian)

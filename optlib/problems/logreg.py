@@ -50,7 +50,7 @@ def digits_logreg(*, seed: int = 0, dtype=torch.float32) -> tuple[Dataset, nn.Li
 def l2_loss(model: nn.Module, X: Tensor, y: Tensor, l2: float) -> Tensor:
     r"""The regularised loss :math:`\frac1N\sum_i \mathrm{CE}(z_i, y_i) +
     \tfrac{\lambda}{2}\|\theta\|^2` over every trainable parameter (the objective that
-    :func:`optlib.curves.run_curve` trains and records with ``l2=λ``)."""
+    :func:`optlib.experiments.curves.run_curve` trains and records with ``l2=λ``)."""
     loss = nn.functional.cross_entropy(model(X), y)
     if l2:
         loss = loss + 0.5 * l2 * sum(p.pow(2).sum() for p in model.parameters() if p.requires_grad)

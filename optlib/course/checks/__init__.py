@@ -1,0 +1,37 @@
+r"""Exercise checks: test a learner's code differentially against optlib and ``torch.optim``.
+
+Every check lives in the module of its chapter's topic and registers itself in :data:`CHECKS`
+(see :mod:`~optlib.course.checks._core` for the four parts of a check and the shared helpers):
+
+* :mod:`~optlib.course.checks.gradient_descent` (chapter 1),
+* :mod:`~optlib.course.checks.sgd` (chapter 2),
+* :mod:`~optlib.course.checks.momentum` (chapter 3),
+* :mod:`~optlib.course.checks.adagrad` (chapter 4),
+* :mod:`~optlib.course.checks.adam` (chapter 5),
+* :mod:`~optlib.course.checks.weight_decay` (chapter 6),
+* :mod:`~optlib.course.checks.preconditioners` (chapter 7).
+
+Exercises call them as ``checks.<name>(answer)``: ``from optlib.course import checks``.
+"""
+
+from ._core import CHECKS, Check, run_check
+from .adagrad import *  # noqa: F403
+from .adagrad import __all__ as _adagrad
+from .adam import *  # noqa: F403
+from .adam import __all__ as _adam
+from .gradient_descent import *  # noqa: F403
+from .gradient_descent import __all__ as _gradient_descent
+from .momentum import *  # noqa: F403
+from .momentum import __all__ as _momentum
+from .preconditioners import *  # noqa: F403
+from .preconditioners import __all__ as _preconditioners
+from .sgd import *  # noqa: F403
+from .sgd import __all__ as _sgd
+from .weight_decay import *  # noqa: F403
+from .weight_decay import __all__ as _weight_decay
+
+__all__ = ["CHECKS", "Check", "run_check"]
+for _names in (
+    _gradient_descent, _sgd, _momentum, _adagrad, _adam, _weight_decay, _preconditioners
+):
+    __all__ += _names

@@ -1,0 +1,370 @@
+r"""The core of the exercise checks: test a learner's code differentially against optlib and
+``torch.optim``.
+
+A check runs the learner's function or class on seeded problems and compares what it produces
+with the reference (``optlib.SGD``, ``torch.optim.SGD``, ``torch.optim.Adam``, or an exact
+eigenvalue computation) on the same inputs. On success it prints one deterministic line; on
+failure it raises :class:`AssertionError` saying which case, which step and which quantity
+differ (expected against got), without giving the solution away.
+
+Every check is split into four pure parts so that two graders can share it:
+
+* ``cases(seed, **options)``: fresh inputs, as plain JSON data;
+* ``probe(answer, case)``: runs the *learner's* code on one case and returns plain JSON data;
+* ``expect(case)``: runs the *reference* on the same case and returns the same kind of data;
+* ``compare(case, got, expected, where)``: raises :class:`AssertionError` on a mismatch.
+
+In a notebook, ``checks.gd_step(gd_step)`` runs all four in the learner's kernel (advisory).
+The classroom grader (:mod:`optlib.course.grading`) runs only ``probe`` in a sandboxed child
+process and ``cases``/``expect``/``compare`` in the trusted parent, which never runs learner code.
+ This module is the core every chapter's check module builds on: the registry
+(:data:`CHECKS`, :func:`run_check`), seeded problems, and the helpers that turn what a learner's
+code returned into plain data and compare it. It imports none of the chapter modules; the
+package's ``__init__`` imports them, and each registers its checks here.
+
+The problems are quadratics :math:`f(\theta) = \tfrac12 \theta^\top A \theta - b^\top \theta`
+with :math:`A = Q\,\mathrm{diag}(\lambda_1,\dots,\lambda_d)\,Q^\top` symmetric positive definite,
+:math:`\mu = \lambda_{\min}`, :math:`L = \lambda_{\max}`, :math:`\kappa = L/\mu`, generated here
+from a seed so that the checks depend only on torch and optlib's optimizers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["CHECKS", "Check", "run_check"]
+
+Case = dict[str, Any]
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+# Agreement asked of the learner, per dtype: a correct answer differs only by rounding.
+RTOL = {"float64": 1e-10, "float32": 1e-5}
+ATOL = {"float64": 1e-12, "float32": 1e-6}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One exercise check: see the module docstring for the roles of the four parts."""
+
+    name: str
+    cases: Callable[..., list[Case]]
+    probe: Callable[[Any, Case], Any]
+    expect: Callable[[Case], Any]
+    compare: Callable[[Case, Any, Any, str], None]
+    success: Callable[..., str]
+
+
+CHECKS: dict[str, Check] = {}
+
+
+def _register(check: Check) -> Check:
+    CHECKS[check.name] = check
+    return check
+
+
+def run_check(name: str, answer: Any, **options: Any) -> None:
+    """Run check ``name`` on ``answer`` in this process; print its line or raise AssertionError."""
+    check = CHECKS[name]
+    cases = check.cases(**options)
+    for i, case in enumerate(cases):
+        got = check.probe(answer, case)
+        check.compare(case, got, check.expect(case), f"case {i + 1} of {len(cases)}")
+    print(check.success(**options))
+
+
+# --------------------------------------------------------------------------- seeded problems
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g, dtype=torch.float64))
+
+
+def _log_uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return math.exp(_uniform(g, math.log(lo), math.log(hi)))
+
+
+def _spd(g: torch.Generator, d: int, mu: float, L: float) -> torch.Tensor:
+    """A random rotation of diag(λ) with λ_min = mu, λ_max = L exactly (d ≥ 2)."""
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    inner = [_log_uniform(g, mu, L) for _ in range(d - 2)]
+    lam = torch.tensor([mu, L, *inner], dtype=torch.float64)
+    A = Q @ torch.diag(lam) @ Q.T
+    return (A + A.T) / 2
+
+
+def _rounded(x: torch.Tensor, dtype: str) -> list:
+    """Plain nested lists of the values ``x`` takes in ``dtype`` (exact in JSON)."""
+    return x.to(DTYPES[dtype]).double().tolist()
+
+
+def _tensor(data: Any, dtype: str = "float64") -> torch.Tensor:
+    return torch.tensor(data, dtype=DTYPES[dtype])
+
+
+def _quadratic_grad(case: Case, theta: torch.Tensor) -> torch.Tensor:
+    A = _tensor(case["A"], case["dtype"])
+    b = _tensor(case["b"], case["dtype"])
+    return (A @ theta.reshape(-1) - b).reshape(theta.shape)
+
+
+# --------------------------------------------------------------------------- comparing data
+
+
+def _as_float_array(data: Any, what: str, where: str) -> torch.Tensor:
+    try:
+        return torch.tensor(data, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise AssertionError(f"{where}: {what} is not a list of numbers") from None
+
+
+def _first_mismatch(
+    got: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float
+) -> tuple[int, ...] | None:
+    bad = ~torch.isclose(got, expected, rtol=rtol, atol=atol, equal_nan=False)
+    if not bool(bad.any()):
+        return None
+    return tuple(int(i) for i in bad.nonzero()[0])
+
+
+def _fmt_index(index: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(i) for i in index) + "]"
+
+
+def _error_of(got: Any) -> str | None:
+    """Probes run in a sandbox report an exception as ``{"error": "..."}``."""
+    if isinstance(got, dict) and set(got) == {"error"}:
+        return str(got["error"])
+    return None
+
+
+def _problem_of(got: Any) -> str:
+    """What went wrong with a probe result that carries no value (never the expected answer)."""
+    problem = got.get("problem") if isinstance(got, dict) else None
+    return str(problem) if problem else "no result"
+
+
+def _raise_if_error(got: Any, what: str, where: str) -> None:
+    error = _error_of(got)
+    if error is not None:
+        raise AssertionError(f"{where}: {what} raised {error}")
+
+
+def _trajectory_answer(
+    got: Any, expected: dict, n: int, where: str, *, name: str, inputs: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The learner's trajectory (``steps × n`` numbers) and the reference's, once every check
+    that does not depend on the method has passed: the learner's code raised, the probe noted a
+    problem (at a step), an input was changed in place (``inputs`` names them), the shape."""
+    _raise_if_error(got, name, where)
+    _require(got, ["trajectory"], where)
+    modified = got.get("modified_input_at")
+    if modified:
+        at = f" at step {modified[0]}" if isinstance(modified, list) else ""
+        raise AssertionError(
+            f"{where}: {name} changed {inputs} in place{at}; return a new tensor and leave the "
+            "inputs unchanged"
+        )
+    steps = len(expected["trajectory"])
+    traj = _as_float_array(got["trajectory"], "the trajectory", where)
+    if tuple(traj.shape) != (steps, n):
+        raise AssertionError(f"{where}: expected {steps} step(s) of {n} numbers")
+    return traj, torch.tensor(expected["trajectory"], dtype=torch.float64)
+
+
+def _first_step_mismatch(
+    traj: torch.Tensor, ref: torch.Tensor, rtol: float, atol: float
+) -> tuple[int, tuple[int, ...]] | None:
+    """``(k, index)`` of the first step ``k`` (0-based) at which ``traj`` leaves ``ref``."""
+    for k in range(len(ref)):
+        index = _first_mismatch(traj[k], ref[k], rtol, atol)
+        if index is not None:
+            return k, index
+    return None
+
+
+def _as_tensor_answer(value: Any, *, like: torch.Tensor, what: str) -> tuple[list, dict]:
+    """Turn what a learner's function returned into plain data, noting what was wrong with it."""
+    if value is None:
+        return [], {"problem": f"{what} returned None (is a `return` missing?)"}
+    try:
+        t = torch.as_tensor(value).detach()
+    except (TypeError, ValueError, RuntimeError):
+        return [], {"problem": f"{what} returned a {type(value).__name__}, not a tensor"}
+    if tuple(t.shape) != tuple(like.shape):
+        return [], {
+            "problem": f"{what} returned shape {tuple(t.shape)}, "
+            f"expected the shape of theta, {tuple(like.shape)}"
+        }
+    return t.to(torch.float64).reshape(-1).tolist(), {}
+
+
+def _number(value: Any, what: str) -> dict:
+    """``{"value": float}`` for a number (a Python, numpy or one-element torch number, kept in
+    float64), else ``{"problem": ...}`` saying what came back instead."""
+    if value is None:
+        return {"problem": f"{what} returned None (is a `return` missing?)"}
+    if isinstance(value, bool):
+        return {"problem": f"{what} returned a bool, not a number"}
+    try:
+        t = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return {"problem": f"{what} returned a {type(value).__name__}, not a number"}
+    if t.numel() != 1:
+        return {"problem": f"{what} returned {t.numel()} numbers, expected one"}
+    return {"value": float(t.reshape(()))}
+
+
+def _as_number(value: Any) -> float | None:
+    """A learner's scalar (int, float, 0-d/1-element tensor or array) as a float, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if t.numel() != 1 or t.is_complex():
+        return None
+    return float(t.reshape(()).to(torch.float64))
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _require(got: Any, keys: list[str], where: str, what: str | None = None) -> dict:
+    """A probe result as a dict holding every key in ``keys``; otherwise an AssertionError that
+    says what went wrong: the learner's exception (when ``what`` names the learner's code), a
+    problem the probe noted (at a step, if it says which), or no result at all."""
+    if what is not None:
+        _raise_if_error(got, what, where)
+    if not isinstance(got, dict):
+        raise AssertionError(f"{where}: no result")
+    if got.get("problem"):
+        step = f", step {got['step']}" if got.get("step") else ""
+        raise AssertionError(f"{where}{step}: {got['problem']}")
+    if any(key not in got for key in keys):
+        raise AssertionError(f"{where}: no result")
+    return got
+
+
+def _value_of(
+    got: Any, what: str, where: str, *, nonnegative: bool = False, kind: str = "number"
+) -> float:
+    """The learner's number from probe data (see :func:`_number`), or an AssertionError saying
+    what was wrong with it."""
+    value = _require(got, ["value"], where, what)["value"]
+    if not _finite(value) or (nonnegative and value < 0):
+        sign = ", non-negative" if nonnegative else ""
+        raise AssertionError(f"{where}: expected a finite{sign} {kind}, got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- optimizer classes
+
+
+def _class_cases(
+    seed: int, n_cases: int, steps: int, hyper: Callable[[torch.Generator, int], dict]
+) -> list[Case]:
+    g = _generator(seed)
+    cases = []
+    for i in range(n_cases):
+        shapes = [[3], [2, 2]] if i % 2 == 0 else [[4]]
+        problems = []
+        for shape in shapes:
+            d = math.prod(shape)
+            A = _spd(g, d, _log_uniform(g, 0.1, 1.0), _log_uniform(g, 2.0, 10.0))
+            problems.append(
+                {
+                    "shape": shape,
+                    "A": A.tolist(),
+                    "b": torch.randn(d, generator=g, dtype=torch.float64).tolist(),
+                    "theta0": torch.randn(d, generator=g, dtype=torch.float64).tolist(),
+                }
+            )
+        cases.append({"params": problems, "hyper": hyper(g, i), "steps": int(steps)})
+    return cases
+
+
+def _class_loss(problems: list[dict], params: list[torch.Tensor]) -> torch.Tensor:
+    """Quadratic plus a small quartic term, so gradients change from step to step."""
+    total = torch.zeros((), dtype=torch.float64)
+    for prob, p in zip(problems, params):
+        A, b, x = _tensor(prob["A"]), _tensor(prob["b"]), p.reshape(-1)
+        total = total + 0.5 * x @ A @ x - b @ x + 0.05 * (x**4).sum()
+    return total
+
+
+def _class_run(factory: Callable, case: Case) -> list[list[list[float]]]:
+    params = [
+        _tensor(prob["theta0"]).reshape(prob["shape"]).requires_grad_() for prob in case["params"]
+    ]
+    opt = factory(params, **case["hyper"])
+    trajectory = []
+    for _ in range(case["steps"]):
+        for p in params:
+            p.grad = None
+        _class_loss(case["params"], params).backward()
+        opt.step()
+        trajectory.append([p.detach().double().reshape(-1).tolist() for p in params])
+    return trajectory
+
+
+def _class_probe(answer: Callable, case: Case) -> dict:
+    return {"trajectory": _class_run(answer, case)}
+
+
+def _class_compare(name: str, reference: str, hint: Callable[[list[float]], str]):
+    def compare(case: Case, got: Any, expected: dict, where: str) -> None:
+        hyper = ", ".join(f"{k}={v!r}" for k, v in case["hyper"].items())
+        where = f"{name}, {where} ({hyper})"
+        _raise_if_error(got, "your optimizer", where)
+        if not isinstance(got, dict) or "trajectory" not in got:
+            raise AssertionError(f"{where}: no result")
+        ref = expected["trajectory"]
+        traj = got["trajectory"]
+        if not isinstance(traj, list) or len(traj) != len(ref):
+            raise AssertionError(f"{where}: expected {len(ref)} steps")
+        gaps = []
+        first = None
+        for k, (mine, theirs) in enumerate(zip(traj, ref)):
+            if not isinstance(mine, list) or len(mine) != len(theirs):
+                raise AssertionError(f"{where}, step {k + 1}: wrong number of parameters")
+            gap = 0.0
+            for j, (a, e) in enumerate(zip(mine, theirs)):
+                a_t = _as_float_array(a, f"parameter {j}", where)
+                e_t = torch.tensor(e, dtype=torch.float64)
+                if a_t.shape != e_t.shape:
+                    raise AssertionError(f"{where}, step {k + 1}: parameter {j} has a wrong shape")
+                idx = _first_mismatch(a_t, e_t, 1e-9, 1e-12)
+                rel = float((a_t - e_t).norm() / e_t.norm().clamp_min(1e-300))
+                gap = max(gap, rel if math.isfinite(rel) else math.inf)
+                if idx is not None and first is None:
+                    shape = tuple(case["params"][j]["shape"])
+                    at = tuple(int(i) for i in torch.unravel_index(torch.tensor(idx[0]), shape))
+                    first = (
+                        f"{where}: after step {k + 1}, parameter {j}{_fmt_index(at)} differs "
+                        f"from {reference}: expected {float(e_t[idx]):.10g}, "
+                        f"got {float(a_t[idx]):.10g}"
+                    )
+            gaps.append(gap)
+        if first is not None:
+            raise AssertionError(first + hint(gaps))
+
+    return compare
+
+
+def _no_hint(gaps: list[float]) -> str:
+    first_bad = next((i for i, g in enumerate(gaps) if g > 1e-9), None)
+    if first_bad == 1:
+        return " (step 1 agrees, step 2 does not: look at how the buffer is updated)"
+    return ""

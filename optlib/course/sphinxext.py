@@ -1,0 +1,279 @@
+"""Sphinx extension: a chapter's exercises and interview grill, generated from their sources.
+
+Directives (MyST; the generated MyST is parsed in place, so sphinx-exercise and sphinx-design
+turn it into their own nodes):
+
+``{chapter-exercises} 01_gradient_descent``
+    every question of ``exercises/01_gradient_descent.ipynb`` (the otter master) as an
+    ``exercise`` with its points, followed by a ``solution`` that opens as a dropdown, and a
+    download link to the student notebook (``_build/assignments/<name>/student/``, made with
+    ``otter assign`` when missing or older than the master).
+``{grill} 01_gradient_descent``
+    the bank ``exercises/grill/01_gradient_descent.yml``: each question a dropdown whose answer
+    shows when clicked, traps marked with a badge.
+``{grill-all}``
+    every bank, by chapter (the appendix page).
+
+Hiding solutions: ``optlib_hide_solutions = True`` (default: the environment variable
+``OPTLIB_HIDE_SOLUTIONS=1``, as ``make book-student`` sets) removes every sphinx-exercise
+solution, including gated ones, with a transform that runs after sphinx-exercise merges gated
+directives (its own ``hide_solutions`` crashes on gated solutions), and stops copying sources
+to ``_sources/`` (they would hold the solutions; sphinx-book-theme's download button, which
+links there, is switched off). Grill answers stay: they are study material.
+
+Add ``optlib.course.sphinxext`` after ``sphinx_exercise`` and ``sphinx_design`` in the extensions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.application import Sphinx
+from sphinx.transforms import SphinxTransform
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["setup"]
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _fence(text: str, minimum: int = 3) -> str:
+    """A backtick fence longer than any backtick run in ``text``."""
+    runs = [len(m) for m in re.findall(r"`+", text)]
+    return "`" * max(minimum, max(runs, default=0) + 1)
+
+
+def _colons(text: str) -> str:
+    """A colon fence (MyST ``colon_fence``) longer than any colon fence in ``text``: unlike a
+    backtick fence, its first line may hold backticks (inline code, roles in a title)."""
+    runs = [len(m) for m in re.findall(r"(?m)^\s*(:{3,})", text)]
+    return ":" * max(4, max(runs, default=0) + 1)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _cell_source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+class _GeneratedMyST(SphinxDirective):
+    """Base: build MyST text, parse it where the directive stands."""
+
+    def _parse(self, text: str) -> list[nodes.Node]:
+        container = nodes.container()
+        lines = StringList(text.splitlines(), source=self.get_source_info()[0])
+        self.state.nested_parse(lines, self.content_offset, container)
+        return list(container.children)
+
+    def _path(self, config_key: str, *parts: str) -> Path:
+        return Path(self.env.srcdir) / getattr(self.config, config_key) / Path(*parts)
+
+
+class ChapterExercises(_GeneratedMyST):
+    """``{chapter-exercises} <name>``: see the module docstring."""
+
+    required_arguments = 1
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        from .grading.master import MasterFormatError, read_master, strip_solution_markers
+
+        name = self.arguments[0]
+        master_path = self._path("optlib_exercises_dir", f"{name}.ipynb")
+        if not master_path.is_file():
+            raise self.error(f"no exercise master {master_path}")
+        self.env.note_dependency(str(master_path))
+        try:
+            master = read_master(master_path)
+        except MasterFormatError as err:
+            raise self.error(str(err)) from None
+        out = [self._download_line(name)]
+        for q in master.questions:
+            label = f"ex-{name}-{q.name}"
+            prompt = "\n\n".join(
+                _strip_first_heading(_cell_source(c)) for c in q.prompt if _cell_source(c).strip()
+            )
+            points = f"{q.points:g} point{'s' if q.points != 1 else ''}"
+            how = "graded by hand" if q.manual else f'check with `grader.check("{q.name}")`'
+            body = f"{prompt}\n\n*{points}; {how}.*"
+            outer = _colons(body)
+            title = _one_line(re.sub(r"^\d+[.)]\s*", "", q.title))
+            out.append(f"{outer}{{exercise}} {title}\n:label: {label}\n\n{body}\n{outer}")
+            parts = []
+            for cell in q.solution:
+                src = _cell_source(cell)
+                if cell.get("cell_type") == "code":
+                    code = strip_solution_markers(src)
+                    fence = _fence(code)
+                    parts.append(f"{fence}python\n{code}\n{fence}")
+                elif src.strip():
+                    parts.append(src.strip())
+            sol = "\n\n".join(parts) or "*No model solution.*"
+            outer = _colons(sol)
+            out.append(f"{outer}{{solution}} {label}\n:class: dropdown\n\n{sol}\n{outer}")
+        return self._parse("\n\n".join(out))
+
+    def _download_line(self, name: str) -> str:
+        student = Path(self.config.optlib_assignments_dir) / name / "student" / f"{name}.ipynb"
+        if (Path(self.env.srcdir) / student).is_file():
+            self.env.note_dependency(str(Path(self.env.srcdir) / student))
+            target = "/" + student.as_posix()
+            return (
+                f"Work on these exercises in the notebook {{download}}`{name}.ipynb <{target}>`: "
+                "it runs offline in Jupyter or on Colab, and "
+                '`grader.check("q1")` checks an answer at once.'
+            )
+        logger.warning(
+            f"optlib: no student notebook for {name} (run `make assignments`)",
+            location=self.get_location(),
+        )
+        return "The exercise notebook is made by `make assignments`."
+
+
+def _strip_first_heading(markdown: str) -> str:
+    """Drop the first heading (it becomes the exercise's title); other headings become bold."""
+    lines, seen = [], False
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            if not seen:
+                seen = True
+                continue
+            line = f"**{line.lstrip('#').strip()}**"
+        lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def _grill_items(bank: Any, start: int = 1, named: bool = True) -> list[str]:
+    """MyST dropdowns for a bank's questions (``named``: with a ``grill-<id>`` target)."""
+    items = []
+    for i, q in enumerate(bank.questions, start):
+        meta = f"*{q.difficulty}; {', '.join(q.tags)}*"
+        body = ("{bdg-warning}`trap` " if q.trap else "") + f"{q.answer}\n\n{meta}"
+        fence = _colons(body)
+        trap = " *(trap)*" if q.trap else ""
+        options = ":color: warning\n:icon: alert\n" if q.trap else ""
+        options += f":name: grill-{q.id}\n" if named else ""
+        title = f"**Q{i}.**{trap} {_one_line(q.question)}"
+        items.append(f"{fence}{{dropdown}} {title}\n{options}\n{body}\n{fence}")
+    return items
+
+
+_GRILL_INTRO = (
+    "Click a question to show its model answer. Questions marked *(trap)*, in amber, invite a "
+    "plausible wrong answer."
+)
+
+
+class Grill(_GeneratedMyST):
+    """``{grill} <bank>``: see the module docstring."""
+
+    required_arguments = 1
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        from .grill import GrillError, load_bank
+
+        path = self._path("optlib_grill_dir", f"{self.arguments[0]}.yml")
+        if not path.is_file():
+            raise self.error(f"no grill bank {path}")
+        self.env.note_dependency(str(path))
+        try:
+            bank = load_bank(path)
+        except GrillError as err:
+            raise self.error(str(err)) from None
+        return self._parse("\n\n".join([_GRILL_INTRO, *_grill_items(bank)]))
+
+
+class GrillAll(_GeneratedMyST):
+    """``{grill-all}``: every bank, grouped by chapter."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        from .grill import GrillError, load_banks
+
+        directory = self._path("optlib_grill_dir")
+        for p in directory.glob("*.yml"):
+            self.env.note_dependency(str(p))
+        try:
+            banks = load_banks(directory)
+        except GrillError as err:
+            raise self.error(str(err)) from None
+        out = [_GRILL_INTRO]
+        for bank in banks:
+            out.append(f":::{{rubric}} Chapter {bank.chapter}: {bank.title}\n:::")
+            out.extend(_grill_items(bank, named=False))
+        return self._parse("\n\n".join(out))
+
+
+class RemoveSolutions(SphinxTransform):
+    """With ``optlib_hide_solutions``, drop every sphinx-exercise solution (after gated
+    start/end pairs are merged, priority 10)."""
+
+    default_priority = 11
+
+    def apply(self, **kwargs: Any) -> None:
+        if not self.config.optlib_hide_solutions:
+            return
+        try:
+            from sphinx_exercise.nodes import solution_end_node, solution_node, solution_start_node
+        except ImportError:  # pragma: no cover - no sphinx-exercise, no solutions
+            return
+        for kind in (solution_node, solution_start_node, solution_end_node):
+            for node in list(self.document.findall(kind)):
+                node.parent.remove(node)
+
+
+def _make_assignments(app: Sphinx) -> None:
+    """Make (or refresh) each master's student release, which the download links point to."""
+    if not app.config.optlib_make_assignments:
+        return
+    src = Path(app.srcdir)
+    out_root = src / app.config.optlib_assignments_dir
+    for master in sorted((src / app.config.optlib_exercises_dir).glob("[0-9]*.ipynb")):
+        student = out_root / master.stem / "student" / master.name
+        if student.is_file() and student.stat().st_mtime >= master.stat().st_mtime:
+            continue
+        try:
+            from .grading.assign import assign
+
+            assign(master, out_root)
+            logger.info(f"optlib: made the student release of {master.stem}")
+        except Exception as err:  # otter missing or failing: the page says how to make it
+            logger.warning(f"optlib: could not make the student release of {master.stem}: {err}")
+
+
+def _config_inited(app: Sphinx, config: Any) -> None:
+    if config.optlib_hide_solutions:
+        config.html_copy_source = False
+        config.html_show_sourcelink = False
+        if config.html_theme == "sphinx_book_theme":  # its download button links to _sources/
+            config.html_theme_options = {**config.html_theme_options, "use_download_button": False}
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_config_value("optlib_hide_solutions", _env_flag("OPTLIB_HIDE_SOLUTIONS"), "env")
+    app.add_config_value("optlib_exercises_dir", "exercises", "env")
+    app.add_config_value("optlib_grill_dir", "exercises/grill", "env")
+    app.add_config_value("optlib_assignments_dir", "_build/assignments", "env")
+    app.add_config_value("optlib_make_assignments", True, "env")
+    app.add_directive("chapter-exercises", ChapterExercises)
+    app.add_directive("grill", Grill)
+    app.add_directive("grill-all", GrillAll)
+    app.add_transform(RemoveSolutions)
+    app.connect("config-inited", _config_inited)
+    app.connect("builder-inited", _make_assignments)
+    return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

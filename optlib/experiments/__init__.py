@@ -1,0 +1,17 @@
+r"""What the chapters measure, built on the optimizers and the problems.
+
+One module per kind of experiment:
+
+* :mod:`~optlib.experiments.train`: a small seeded training loop that records a history;
+* :mod:`~optlib.experiments.curves`: loss curves measured in examples seen (chapter 2);
+* :mod:`~optlib.experiments.stochastic`: mini-batch gradients and their variance (chapter 2);
+* :mod:`~optlib.experiments.rates`: measured contraction rates and momentum's rate theory
+  (chapters 1, 3, 7);
+* :mod:`~optlib.experiments.momentum`: reference momentum iterations (chapter 3);
+* :mod:`~optlib.experiments.weight_decay`: decoupled decay and its effective rate (chapter 6);
+* :mod:`~optlib.experiments.lr_wd_grid`: learning-rate × weight-decay grids of many digits
+  MLPs trained at once (chapter 6).
+
+This layer imports :mod:`optlib.optim`, :mod:`optlib.linalg` and :mod:`optlib.problems`, never
+the plots, the benchmarks or the course machinery above it.
+"""
