@@ -134,3 +134,21 @@ def test_source_hash_follows_file_changes(tmp_path, monkeypatch):
     (pkg / "c.py").write_text("")
     assert cache.source_hash() not in (first, second)
 
+
+def test_the_base_seed_is_part_of_the_key(tmp_path, monkeypatch):
+    """Under OPTLIB_SEED every seeded helper draws differently, so a result cached under one base
+    must not be served under another."""
+    monkeypatch.setenv("OPTLIB_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    @cache.memoize
+    def draw(n: int) -> list:
+        calls.append(n)
+        return [n]
+
+    monkeypatch.delenv("OPTLIB_SEED", raising=False)
+    draw(3)
+    draw(3)
+    monkeypatch.setenv("OPTLIB_SEED", "1")
+    draw(3)
+    assert calls == [3, 3]

@@ -6,9 +6,11 @@ training runs, say). They are deterministic: same arguments, same optlib, same r
 
 * the function's module and qualified name,
 * its arguments (bound to its signature, defaults filled in, so ``f(1)`` and ``f(x=1)`` share
-  an entry), which must be JSON data, and
+  an entry), which must be JSON data,
 * :func:`source_hash`, a hash of every ``.py`` file of optlib, so that changing the library
-  recomputes everything that depends on it.
+  recomputes everything that depends on it, and
+* the base seed ``OPTLIB_SEED`` (:func:`optlib._seed.base_seed`), which changes what every seeded
+  helper draws.
 
 A result is always returned as it reads back from JSON (tuples become lists, dict keys become
 strings), on a miss as on a hit, so a cold run and a cached run see identical objects. The cache
@@ -32,6 +34,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .._seed import base_seed
 
 __all__ = ["cache_dir", "clear", "enabled", "memoize", "source_hash"]
 
@@ -109,6 +113,7 @@ def _entry(fn: Callable, args: tuple, kwargs: dict) -> tuple[dict, Path]:
         "function": _name(fn),
         "arguments": _plain(dict(bound.arguments), f"the arguments of {_name(fn)}"),
         "optlib_source": source_hash(),
+        "optlib_seed": base_seed(),  # OPTLIB_SEED moves every seeded helper: other results
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     return key, cache_dir() / f"{_stem(fn)}-{digest}.json"

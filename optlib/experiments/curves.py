@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._seed import derive_seed
 from ..optim._validate import check_nonnegative, check_positive, check_positive_int
 from ..problems import Dataset
 from .stochastic import epoch_batches
@@ -158,7 +159,7 @@ def run_curve(
 
     opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else optimizer(params)
     sched = scheduler(opt) if scheduler is not None else None
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(derive_seed(seed))
     curve = Curve(label=label, batch_size=B, n=n)
 
     clock = {"train": 0.0, "since": time.perf_counter()}

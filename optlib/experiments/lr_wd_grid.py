@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._seed import derive_seed
 from ..problems import digits, mlp
 
 __all__ = ["BatchedMLP", "best_per_row", "digits_grid", "optimum_slope", "train_batched"]
@@ -154,7 +155,7 @@ def train_batched(
     sizes = [len(group["params"][0]) for group in optimizer.param_groups]
     if sum(sizes) != model.n_models:
         raise ValueError("the optimizer's groups must hold every model exactly once")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(derive_seed(seed))
     n = len(y)
     per_epoch = max(1, n // batch_size)
     perm = torch.randperm(n, generator=g)
@@ -218,7 +219,7 @@ def digits_grid(
     data = digits(seed=seed)
     X, y = data.X_train[:n_train], data.y_train[:n_train].clone()
     if label_noise:
-        g = torch.Generator().manual_seed(seed + 1)
+        g = torch.Generator().manual_seed(derive_seed(seed + 1))
         flip = torch.rand(len(y), generator=g) < label_noise
         y[flip] = torch.randint(0, data.n_classes, (int(flip.sum()),), generator=g)
     order = sorted(range(len(settings)), key=lambda k: float(settings[k][0]))

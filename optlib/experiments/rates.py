@@ -41,6 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .._seed import derive_seed
 from ..optim import SGD
 from ..optim._validate import check_positive
 
@@ -188,7 +189,8 @@ def measured_rate_grid(
     d = H_t.shape[0]
     if H_t.shape != (d, d):
         raise ValueError(f"H must be a square matrix, got shape {tuple(H_t.shape)}")
-    theta0 = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(derive_seed(seed))
+    theta0 = torch.randn(d, generator=gen, dtype=torch.float64)
     rows = [theta0.expand(len(lrs_t), d).clone().requires_grad_() for _ in betas]
     groups = [{"params": [x], "momentum": float(b)} for x, b in zip(rows, betas)]
     top = max(float(b) for b in betas)  # torch asks nesterov for a positive default momentum

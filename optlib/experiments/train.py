@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._seed import derive_seed
 from ..problems.landscapes import Landscape
 
 __all__ = ["History", "Supervised", "run"]
@@ -181,7 +182,7 @@ def run(
     """
     if steps < 0:
         raise ValueError(f"Invalid steps: {steps!r}; need steps >= 0")
-    torch.manual_seed(seed)
+    torch.manual_seed(derive_seed(seed))
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"Invalid batch_size: {batch_size!r}; need an integer >= 1 or None")
     if isinstance(problem, Landscape):
@@ -288,7 +289,7 @@ def _batches(n: int, batch_size: int | None, seed: int):
     if batch_size is None or batch_size >= n:
         while True:
             yield None
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(derive_seed(seed))
     per_epoch = n // batch_size
     while True:
         perm = torch.randperm(n, generator=g)

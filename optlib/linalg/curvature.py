@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._seed import derive_seed
 from ..optim._validate import check_nonnegative, check_positive_int
 from ._common import check_seed
 
@@ -209,7 +210,7 @@ def top_hessian_eigenvalue(
     tol = check_nonnegative("tol", tol)
     value = _loss(loss)
     grads = _gradient_with_graph(value, params)
-    gen = torch.Generator().manual_seed(check_seed(seed))
+    gen = torch.Generator().manual_seed(derive_seed(check_seed(seed)))
     v = _normalized(
         [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
     )
@@ -251,7 +252,7 @@ def hutchinson_diag(
     n_samples = check_positive_int("n_samples", n_samples)
     value = _loss(loss)
     grads = _gradient_with_graph(value, params)
-    gen = torch.Generator().manual_seed(check_seed(seed))
+    gen = torch.Generator().manual_seed(derive_seed(check_seed(seed)))
     total = [torch.zeros_like(p) for p in params]
     for _ in range(n_samples):
         u = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._seed import derive_seed
 from ..optim._validate import check_interval, check_positive, check_positive_int
 from ._common import check_seed
 
@@ -34,7 +35,7 @@ def random_orthogonal(n: int, seed: int = 0, *, dtype: torch.dtype = torch.float
     :math:`Q` of :math:`G = QR` (:math:`G` standard Gaussian), columns multiplied by
     :math:`\operatorname{sign}(R_{ii})` so the distribution is uniform (Mezzadri, 2007)."""
     n = check_positive_int("n", n)
-    gen = torch.Generator().manual_seed(check_seed(seed))
+    gen = torch.Generator().manual_seed(derive_seed(check_seed(seed)))
     G = torch.randn(n, n, generator=gen, dtype=dtype)
     Q, R = torch.linalg.qr(G)
     signs = torch.sign(R.diagonal())
@@ -104,7 +105,7 @@ def badly_scaled_spd(
     n = check_positive_int("n", n)
     scale = check_interval("scale", scale, 1.0)
     A0 = spd_matrix(n, kappa, seed, dtype=dtype)
-    gen = torch.Generator().manual_seed(check_seed(seed) + 1)
+    gen = torch.Generator().manual_seed(derive_seed(check_seed(seed) + 1))
     u = torch.linspace(0.0, 1.0, n, dtype=dtype)[torch.randperm(n, generator=gen)]
     d = scale**u
     A = d[:, None] * A0 * d[None, :]
@@ -126,7 +127,7 @@ def nonsymmetric_matrix(
     Lecture 35). ``center`` is :math:`c`, ``radius`` is :math:`r`."""
     n = check_positive_int("n", n)
     radius = check_positive("radius", radius)
-    gen = torch.Generator().manual_seed(check_seed(seed))
+    gen = torch.Generator().manual_seed(derive_seed(check_seed(seed)))
     G = torch.randn(n, n, generator=gen, dtype=dtype)
     return center * torch.eye(n, dtype=dtype) + (radius / n**0.5) * G
 

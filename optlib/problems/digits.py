@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .._seed import derive_seed
+
 
 @dataclass
 class Dataset:
@@ -36,7 +38,7 @@ def digits(*, test_fraction: float = 0.25, seed: int = 0, dtype=torch.float32) -
     data = load_digits()
     X = torch.tensor(data.data, dtype=dtype) / 16.0
     y = torch.tensor(data.target, dtype=torch.long)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(derive_seed(seed))
     perm = torch.randperm(len(y), generator=g)
     n_test = int(round(test_fraction * len(y)))
     test, train = perm[:n_test], perm[n_test:]
@@ -48,7 +50,7 @@ def mlp(
     n_in: int, n_hidden: int, n_out: int, *, depth: int = 1, seed: int = 0, dtype=torch.float32
 ) -> nn.Sequential:
     """A seeded ``depth``-hidden-layer tanh MLP."""
-    torch.manual_seed(seed)
+    torch.manual_seed(derive_seed(seed))
     layers: list[nn.Module] = []
     width = n_in
     for _ in range(depth):

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._seed import derive_seed
+
 Box = tuple[tuple[float, float], tuple[float, float]]
 
 __all__ = [
@@ -341,10 +343,10 @@ class Noisy(Landscape):
         self.base, self.sigma, self.seed = base, float(sigma), int(seed)
         self.name = f"noisy {base.name}"
         self.box, self.start, self.minimizers = base.box, base.start, base.minimizers
-        self._gen = torch.Generator().manual_seed(self.seed)
+        self._gen = torch.Generator().manual_seed(derive_seed(self.seed))
 
     def reset(self) -> None:
-        self._gen.manual_seed(self.seed)
+        self._gen.manual_seed(derive_seed(self.seed))
         self.base.reset()
 
     def f(self, xy) -> Tensor:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._seed import derive_seed
 from .digits import Dataset
 
 __all__ = ["logistic_regression", "synthetic_logistic"]
@@ -40,7 +41,7 @@ def synthetic_logistic(
         raise ValueError(f"Invalid weight_scale: {weight_scale!r}; need weight_scale > 0")
     if not 0 <= test_fraction < 1:
         raise ValueError(f"Invalid test_fraction: {test_fraction!r}; need 0 <= it < 1")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(derive_seed(seed))
     X = torch.randn(n, d, generator=g, dtype=torch.float64)
     w_star = weight_scale * torch.randn(d, generator=g, dtype=torch.float64)
     p = torch.sigmoid(X @ w_star)
@@ -57,5 +58,5 @@ def logistic_regression(
     """The data of :func:`synthetic_logistic` and a seeded linear model ``d -> 2`` (softmax
     regression with two classes, trained with cross-entropy): ``(data, model)``."""
     data = synthetic_logistic(n, d, weight_scale=weight_scale, seed=seed, dtype=dtype)
-    torch.manual_seed(seed)
+    torch.manual_seed(derive_seed(seed))
     return data, nn.Linear(d, 2).to(dtype)

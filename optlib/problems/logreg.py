@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._seed import derive_seed
 from .digits import Dataset, digits
 
 
@@ -29,7 +30,7 @@ def softmax_regression(
     """A linear layer ``n_in -> n_out``: zero-initialised by default (the model then predicts the
     uniform distribution, and the run does not depend on a seed), else with weights drawn
     from :math:`\\mathcal N(0, \\mathrm{init\\_scale}^2)` and zero biases."""
-    torch.manual_seed(seed)
+    torch.manual_seed(derive_seed(seed))
     layer = nn.Linear(n_in, n_out).to(dtype)
     with torch.no_grad():
         layer.bias.zero_()

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .._seed import derive_seed
+
 __all__ = ["SparseFeatures", "logistic_model", "sparse_logistic"]
 
 
@@ -125,7 +127,7 @@ def sparse_logistic(
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"Invalid dtype: {dtype!r}; need a floating-point torch.dtype")
 
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(derive_seed(seed))
     n, d = n_train + n_test, d_frequent + d_rare
     rare = torch.arange(d) >= d_frequent
     frequency = torch.where(rare, p_rare, p_frequent).to(torch.float64)
