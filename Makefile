@@ -46,8 +46,10 @@ PERTURBED := OPTLIB_SEED=1 ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=S
 	OPTLIB_CACHE_DIR=_build/.optlib-cache-perturbed
 NBVAL_CHAPTERS := -m pytest -p tests.nbtiming --nbval-lax --nbval-current-env
 
+# Property-based tests draw the same examples everywhere (the hypothesis profile "ci" of
+# tests/conftest.py, named here so that a HYPOTHESIS_PROFILE set in the shell cannot change CI).
 test: $(STAMP)
-	$(PY) -m pytest tests
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest tests
 	$(MAKE) --no-print-directory test-chapters
 	$(MAKE) --no-print-directory test-exercises
 
