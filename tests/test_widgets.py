@@ -1,5 +1,5 @@
-"""optlib.plots.widgets: a live widget tree in Jupyter, a meaningful animation in the static
-book."""
+"""optlib.plots.widgets: a live widget tree in Jupyter; in the static book (or without
+ipywidgets) the same controls over runs precomputed by optlib."""
 
 import matplotlib
 
@@ -43,30 +43,79 @@ def test_without_ipywidgets_the_explorer_is_static(monkeypatch):
     assert widgets.is_static()
 
 
-def test_static_explorer_animates_the_settings(monkeypatch):
+def _payload(html: str) -> dict:
+    import json
+    import re
+
+    return json.loads(re.search(r'application/json">(.*?)</script>', html, re.S).group(1))
+
+
+def test_static_explorer_holds_every_setting_and_the_script(monkeypatch):
     monkeypatch.setenv("OPTLIB_STATIC", "1")
-    e = widgets.explorer("GD", "quadratic (κ=10)", lr=0.5, steps=20, optimizers=("GD", "Adam"))
+    e = widgets.explorer(
+        "GD", "quadratic (κ=10)", lr=0.5, steps=20, optimizers=("GD", "Adam"),
+        landscapes=("quadratic (κ=10)", "rosenbrock"),
+        static_settings=[Setting("Adam", "rosenbrock", lr=0.0123, beta=0.77, steps=25)],
+    )  # fmt: skip
     assert isinstance(e, widgets.StaticExplorer)
     html = e._repr_html_()
-    assert html.count("data:image/png;base64") == 20  # 21 points, at most 20 frames
-    assert widgets.STATIC_NOTE in html
-    assert set(e.histories) == {"GD, η=0.5", "Adam, η=0.5, β=0.9"}
-    gd = e.histories["GD, η=0.5"]
-    assert gd.steps == 20 and gd.final_loss < gd.loss[0]
+    assert widgets.BOOK_NOTE in html and "Jupyter to move" not in html
+    assert "DecompressionStream" in html and "<script>" in html  # the redraw script is inlined
+    assert 'type="range"' in html and "<label>learning rate η" in html
+    assert "cdn" not in html.lower() and "http" not in html.replace("http://www.w3.org", "")
+    data = _payload(html)
+    assert data["optimizers"] == ["GD", "Adam"] and data["uses_beta"] == [False, True]
+    assert 0.5 in data["lrs"] and 0.0123 in data["lrs"] and 0.77 in data["betas"]
+    assert data["steps"] == 25
+    n = len(data["landscapes"]) * len(data["optimizers"]) * len(data["betas"]) * len(data["lrs"])
+    assert len(data["index"]) == n
+    gd = e.run_for(Setting("GD", "quadratic (κ=10)", lr=0.5, steps=25))
+    assert not gd.diverged and gd.loss[-1] < gd.loss[0]
     assert "f(θ_T) =" in e.caption
 
 
+def test_static_explorer_without_ipywidgets_names_the_install_command(monkeypatch):
+    monkeypatch.delenv("OPTLIB_STATIC", raising=False)
+    e = widgets.explorer("GD", steps=5, optimizers=("GD",), landscapes=("saddle",), static=True)
+    assert widgets.NO_WIDGETS_NOTE in e.html and "pip install ipywidgets" in e.html
+
+
 def test_static_explorer_reports_divergence_and_checks_its_settings():
-    settings = [
-        Setting("GD", "quadratic (κ=10)", lr=0.5, steps=10),
-        Setting("GD", "quadratic (κ=10)", lr=5.0, steps=10),
-    ]
-    e = widgets.explorer(static=True, static_settings=settings)
+    e = widgets.explorer("GD", "quadratic (κ=10)", lr=5.0, steps=10, optimizers=("GD",),
+                         landscapes=("quadratic (κ=10)",), static=True)  # fmt: skip
     assert "diverged at step" in e.caption
-    with pytest.raises(ValueError, match="one landscape"):
-        widgets.StaticExplorer([settings[0], Setting("GD", "rosenbrock", lr=1e-3)])
     with pytest.raises(ValueError, match="unknown"):
         widgets.explorer(optimizers=("GD", "Sophocles"), static=True)
+    with pytest.raises(ValueError, match="unknown"):
+        widgets.explorer(static=True, static_settings=[Setting("GD", "moonscape", lr=0.1)])
+
+
+@pytest.mark.parametrize("name", sorted(widgets.OPTIMIZERS))
+def test_grid_runs_equal_single_runs(name):
+    """The batched grid (one optimizer, a param group per lr, a row per landscape) follows each
+    setting's path exactly as a run of its own does, divergence included."""
+    from optlib.problems import landscapes as ls
+
+    names = ["quadratic (κ=50)", "rosenbrock", "saddle"]
+    fs = [ls.LANDSCAPES[n]() for n in names]
+    lrs, betas = [0.003, 0.1, 3.0], [0.0, 0.9]
+    grid = widgets.simulate_grid(name, fs, lrs, betas, 40)
+    for k, n in enumerate(names):
+        for lr in lrs:
+            for beta in betas:
+                _, h = widgets.simulate(Setting(name, n, lr, beta, 40))
+                r = grid[k][lr, beta]
+                assert r.diverged == h.diverged and len(r.loss) == len(h.loss)
+                np.testing.assert_array_equal(r.params, h.params)
+                np.testing.assert_array_equal(r.loss, h.loss)
+
+
+def test_lr_grid_spans_the_range_and_keeps_the_extras():
+    g = widgets.lr_grid(1e-3, 1.0, per_decade=4, extra=[0.1818])
+    assert g[0] == 1e-3 and g[-1] == 1.0 and 0.1818 in g and len(g) == 14
+    assert g == sorted(g)
+    with pytest.raises(ValueError, match="lo < hi"):
+        widgets.lr_grid(1.0, 0.1)
 
 
 def test_live_explorer_builds_the_widget_tree_and_recomputes():

@@ -1,13 +1,13 @@
 r"""Interactive explorers: pick an optimizer, a landscape, :math:`\eta`, :math:`\beta` and a number
 of steps, and watch the path :math:`\theta_0, \theta_1, \dots` and the loss :math:`f(\theta_t)`.
 
-In Jupyter, :func:`explorer` returns live ``ipywidgets`` controls that re-run
+In Jupyter with ``ipywidgets``, :func:`explorer` returns live controls that re-run
 :func:`optlib.experiments.train.run` whenever a value changes. A static page cannot run Python, so
 when the environment variable ``OPTLIB_STATIC`` is set (the book build sets it) or ``ipywidgets`` is
-not
-installed, the same call returns a :class:`StaticExplorer`: a JavaScript animation of a few
-representative settings, which plays without a kernel, and a line inviting the reader to open the
-notebook.
+not installed, the same call returns a :class:`StaticExplorer`: the same controls over a grid of
+runs that optlib computes when the cell runs (every offered optimizer and landscape, learning
+rates a quarter of a decade apart, several :math:`\beta`), redrawn by a few lines of JavaScript
+(``explorer.js``, inlined; no kernel, no network, no library) as SVG, sharp on any screen.
 
 The optimizers are optlib's: ``"GD"`` is :class:`optlib.SGD` without momentum, ``"momentum"``
 and ``"Nesterov"`` are :class:`optlib.SGD` with ``momentum=β`` (and ``nesterov=True``), ``"Adam"``
@@ -16,19 +16,33 @@ is :class:`optlib.Adam` with ``betas=(β, 0.999)``.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
+import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 
+import numpy as np
 import torch
 
 from ..experiments.train import History, run
 from ..optim import SGD, Adagrad, Adam, RMSprop
 from ..problems import landscapes as ls
 
-__all__ = ["OPTIMIZERS", "Setting", "StaticExplorer", "Explorer", "explorer", "is_static"]
+__all__ = [
+    "OPTIMIZERS",
+    "Setting",
+    "StaticExplorer",
+    "Explorer",
+    "explorer",
+    "is_static",
+    "simulate_grid",
+    "lr_grid",
+]
 
 OptimizerFactory = Callable[[list[torch.Tensor], float, float], torch.optim.Optimizer]
 
@@ -42,7 +56,21 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
     "Adam": lambda p, lr, beta: Adam(p, lr=lr, betas=(beta, 0.999)),
 }
 
-STATIC_NOTE = "Open this notebook in Jupyter to move the sliders."
+#: Under the static explorer in the book (no kernel: runs computed when the page was built).
+BOOK_NOTE = (
+    "Precomputed runs: move the sliders and pick an optimizer or a landscape. In the notebook, "
+    "with ipywidgets, the explorer re-runs the optimizer for any setting."
+)
+#: Under the static explorer in a notebook whose Python has no ipywidgets.
+NO_WIDGETS_NOTE = (
+    "Precomputed runs (this Python has no ipywidgets). For live runs of any setting, run "
+    "%pip install ipywidgets in a cell, restart the kernel and run this cell again."
+)
+
+#: Momentum values of the static explorer's β slider (joined by the ones a chapter asks for).
+BETAS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
+#: Optimizers whose update has no β.
+NO_BETA = frozenset({"GD", "Adagrad"})
 
 
 def is_static() -> bool:
@@ -99,44 +127,351 @@ def _describe(hist: History) -> str:
     return f"f(θ_T) = {hist.final_loss:.3g} after {hist.steps} steps"
 
 
+def lr_grid(
+    lo: float = 1e-4, hi: float = 10.0, per_decade: int = 4, extra: Sequence[float] = ()
+) -> list[float]:
+    """Learning rates ``per_decade`` to a decade from ``lo`` to ``hi``, joined by ``extra``."""
+    if not 0 < lo < hi:
+        raise ValueError(f"need 0 < lo < hi, got lo={lo}, hi={hi}")
+    n = round(math.log10(hi / lo) * per_decade)
+    grid = [float(f"{lo * 10 ** (k / per_decade):.3g}") for k in range(n + 1)]
+    return sorted(set(grid) | {float(v) for v in extra})
+
+
+@dataclass
+class GridRun:
+    """One run of :func:`simulate_grid`: the points :math:`\\theta_t` and losses, aligned."""
+
+    params: np.ndarray  # (T + 1, 2)
+    loss: np.ndarray  # (T + 1,)
+    diverged: bool
+
+
+def simulate_grid(
+    optimizer: str,
+    landscapes: Sequence[ls.Landscape],
+    lrs: Sequence[float],
+    betas: Sequence[float],
+    steps: int,
+    *,
+    divergence_factor: float = 1e6,
+) -> list[dict[tuple[float, float], GridRun]]:
+    """Every ``(lr, beta)`` run of ``optimizer`` on each landscape, batched.
+
+    For each β, one optimizer from :data:`OPTIMIZERS` holds one parameter group per learning
+    rate, and each group one ``(len(landscapes), 2)`` tensor whose row ``k`` is a point of
+    landscape ``k``. The explorer's optimizers update element by element, so every row follows
+    exactly the path that :func:`simulate` computes alone (a test checks it); one call per step
+    and landscape evaluates all gradients. A run counts as diverged by the rule of
+    :func:`optlib.experiments.train.run` and is cut there.
+    """
+    make = OPTIMIZERS[optimizer]
+    starts = torch.tensor([f.start for f in landscapes], dtype=torch.float64)
+    n_land = len(landscapes)
+    traj: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
+    for beta in betas:
+        thetas = [starts.clone().requires_grad_() for _ in lrs]
+        opt = make([thetas[0]], lrs[0], beta)
+        for theta, lr in zip(thetas[1:], lrs[1:]):
+            opt.add_param_group({"params": [theta], "lr": lr})
+        pts = [starts.numpy()[None].repeat(len(lrs), 0)]  # per step: (lrs, landscapes, 2)
+        vals = []  # per step: (lrs, landscapes)
+        for t in range(steps + 1):
+            with torch.no_grad():
+                X = torch.stack([th.detach() for th in thetas])  # (lrs, landscapes, 2)
+                F = torch.empty(X.shape[:2], dtype=X.dtype)
+                G = torch.empty_like(X)
+                for k, f in enumerate(landscapes):
+                    F[:, k], G[:, k] = f.f(X[:, k]), f.grad(X[:, k])
+            vals.append(F.numpy())
+            if t == steps:
+                break
+            for i, th in enumerate(thetas):
+                th.grad = G[i]
+            opt.step()
+            pts.append(torch.stack([th.detach() for th in thetas]).numpy().copy())
+        P, V = np.stack(pts), np.stack(vals)  # (T + 1, lrs, landscapes, ...)
+        for i, lr in enumerate(lrs):
+            traj[lr, beta] = (P[:, i], V[:, i])
+    out: list[dict[tuple[float, float], GridRun]] = []
+    for k in range(n_land):
+        runs = {}
+        for key, (pts, vals) in traj.items():
+            loss = vals[:, k]
+            loss0 = loss[0]
+            bad = ~np.isfinite(loss) | (loss > loss0 + divergence_factor * max(abs(loss0), 1.0))
+            n = int(np.argmax(bad)) + 1 if bad.any() else len(loss)
+            runs[key] = GridRun(pts[:n, k].copy(), loss[:n].copy(), bool(bad.any()))
+        out.append(runs)
+    return out
+
+
+# The paths are stored as 12-bit integers (finer than a pixel): a coordinate u in [-1, 2] (0 and 1
+# are the edges of the landscape's window; paths that leave it further are clipped), and
+# log10(f - f*) in [-16, 16]; then as differences along each path, mod 2^16, low bytes first and
+# high bytes after them, gzipped: about a quarter of the plain 16-bit size.
+_Q = 4095
+
+
+def _quantise(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.round((np.clip(v, lo, hi) - lo) / (hi - lo) * _Q).astype("<u2")
+
+
+def _contour_paths(landscape: ls.Landscape, geom: dict, n_grid: int = 64, levels: int = 12):
+    """SVG path data of the landscape's contours of :math:`f - f^\\star` (log-spaced levels, as
+    :func:`optlib.plots.viz.contour` draws them), in the plot's coordinates."""
+    import contourpy
+
+    (x0, x1), (y0, y1) = landscape.box
+    xs, ys = np.linspace(x0, x1, n_grid), np.linspace(y0, y1, n_grid)
+    X, Y = np.meshgrid(xs, ys)
+    Z = landscape.f(torch.from_numpy(np.stack([X, Y], axis=-1))).numpy()
+    f_min = landscape.f_min
+    D = Z - (float(Z.min()) if f_min is None else min(f_min, float(Z.min())))
+    top = float(D.max())
+    if top <= 0:
+        return []
+    low = max(float(np.quantile(D, 0.01)), top * 1e-8)
+    gen = contourpy.contour_generator(X, Y, D)
+    sx = (geom["x1"] - geom["x0"]) / (x1 - x0)
+    sy = (geom["y1"] - geom["y0"]) / (y1 - y0)
+    paths = []
+    for level in np.geomspace(low, top, levels):
+        parts = []
+        for line in gen.lines(level):
+            u = geom["x0"] + (line[:, 0] - x0) * sx
+            v = geom["y1"] - (line[:, 1] - y0) * sy
+            coords = " ".join(f"{a:.0f} {b:.0f}" for a, b in zip(u, v))
+            parts.append("M" + coords)
+        paths.append("".join(parts))
+    return paths
+
+
+#: Plot geometry of the static explorer (SVG user units): the landscape panel and the loss panel.
+_GEOM = {
+    "path": {"x0": 34.0, "x1": 334.0, "y0": 8.0, "y1": 308.0, "w": 342, "h": 340},
+    "loss": {"x0": 46.0, "x1": 330.0, "y0": 8.0, "y1": 272.0, "w": 342, "h": 320},
+}
+
+
 class StaticExplorer:
-    """What an explorer shows in a static page: an animation of a few settings, one panel each,
-    and a note. All settings must share one landscape. ``html`` needs no network to play.
+    """The explorer without a kernel: the same controls, over runs precomputed by optlib.
+
+    Every offered optimizer runs on every offered landscape at every learning rate of
+    :func:`lr_grid` (and of the chapter's settings) and, for optimizers with momentum, every β of
+    :data:`BETAS` (and the chapter's), for ``steps`` steps. ``html`` holds the controls, the runs
+    (16-bit, gzip, base64) and the script that redraws them; it needs no network.
     """
 
-    def __init__(self, settings: Sequence[Setting], *, frames: int = 20, dpi: int = 64) -> None:
+    def __init__(
+        self,
+        initial: Setting,
+        optimizers: Sequence[str],
+        landscapes: Sequence[str],
+        *,
+        extra: Sequence[Setting] = (),
+        note: str = BOOK_NOTE,
+        lr_range: tuple[float, float] = (1e-4, 10.0),
+    ) -> None:
+        settings = [initial, *extra]
+        self.optimizers = list(dict.fromkeys([initial.optimizer, *optimizers]))
+        self.landscape_names = list(
+            dict.fromkeys([initial.landscape, *landscapes, *(s.landscape for s in extra)])
+        )
+        for s in settings:
+            if s.optimizer not in self.optimizers:
+                self.optimizers.append(s.optimizer)
+        self.lrs = lr_grid(*lr_range, extra=[s.lr for s in settings])
+        self.betas = sorted(set(BETAS) | {float(s.beta) for s in settings})
+        self.steps = max(s.steps for s in settings)
+        self.initial = initial
+        self.note = note
+        self.runs: dict[tuple[str, str], dict[tuple[float, float], GridRun]] = {}
+        fs = [ls.LANDSCAPES[name]() for name in self.landscape_names]
+        for opt in self.optimizers:
+            betas = [self.betas[0]] if opt in NO_BETA else self.betas
+            per_landscape = simulate_grid(opt, fs, self.lrs, betas, self.steps)
+            for name, runs in zip(self.landscape_names, per_landscape):
+                self.runs[opt, name] = runs
+        self.html = self._html()
+
+    def run_for(self, setting: Setting) -> GridRun:
+        """The precomputed run closest to ``setting`` (same optimizer and landscape)."""
+        runs = self.runs[setting.optimizer, setting.landscape]
+        lr = min(self.lrs, key=lambda v: abs(math.log(v / setting.lr)))
+        beta = self.betas[0] if setting.optimizer in NO_BETA else setting.beta
+        beta = min(self.betas, key=lambda v: abs(v - beta))
+        return runs[lr, beta]
+
+    @property
+    def caption(self) -> str:
+        s = self.initial
+        r = self.run_for(s)
+        what = (
+            f"diverged at step {len(r.loss) - 1}"
+            if r.diverged
+            else f"f(θ_T) = {r.loss[-1]:.3g} after {len(r.loss) - 1} steps"
+        )
+        return f"{s.label} on {s.landscape}: {what}. {self.note}"
+
+    def _payload(self) -> dict:
         from . import viz
 
-        if not settings:
-            raise ValueError("a static explorer needs at least one setting")
-        names = {s.landscape for s in settings}
-        if len(names) != 1:
-            raise ValueError(f"static settings must share one landscape, got {sorted(names)}")
-        self.settings = list(settings)
-        runs = [simulate(s) for s in self.settings]
-        self.landscape = runs[0][0]
-        self.histories = {h.label: h for _, h in runs}
-        anim = viz.animate_trajectories(
-            self.landscape,
-            self.histories,
-            frames=frames,
-            dpi=dpi,
-            panels=len(self.histories) > 1,
-            title=self.settings[0].landscape,
+        geom = _GEOM
+        blobs, index, landscapes = [], [], []
+        offset = 0
+        for name in self.landscape_names:
+            f = ls.LANDSCAPES[name]()
+            (x0, x1), (y0, y1) = f.box
+            f_min = f.f_min if f.f_min is not None else 0.0
+            gaps = []
+            for opt in self.optimizers:
+                for b in range(len(self.betas)):
+                    for lr in self.lrs:
+                        beta = self.betas[0] if opt in NO_BETA else self.betas[b]
+                        r = self.runs[opt, name][lr, beta]
+                        gap = np.log10(np.maximum(r.loss - f_min, 1e-16))
+                        gaps.append(gap[np.isfinite(gap)])
+                        u = (r.params[:, 0] - x0) / (x1 - x0)
+                        v = (r.params[:, 1] - y0) / (y1 - y0)
+                        u, v = np.nan_to_num(u, nan=2.0), np.nan_to_num(v, nan=2.0)
+                        n = min(len(u), len(gap))
+                        triple = np.stack(
+                            [_quantise(u[:n], -1, 2), _quantise(v[:n], -1, 2),
+                             _quantise(np.nan_to_num(gap[:n], nan=16.0), -16, 16)], axis=1,
+                        )  # fmt: skip
+                        # differences along the path (mod 2^16) compress several times better
+                        delta = np.diff(triple.astype(np.int64), axis=0, prepend=0) % 65536
+                        blobs.append(delta.astype("<u2").reshape(-1))
+                        index.append([offset, n, int(r.diverged)])
+                        offset += n
+            allgap = np.concatenate(gaps)
+            lo = max(math.floor(float(allgap.min())), -16)
+            hi = min(math.ceil(float(np.quantile(allgap, 0.98))) + 1, 16)
+            hi = max(hi, lo + 1)
+            g = geom["path"]
+            sx, sy = (g["x1"] - g["x0"]) / (x1 - x0), (g["y1"] - g["y0"]) / (y1 - y0)
+            stars = [] if f.minimizers is None else f.minimizers.numpy().tolist()
+            landscapes.append({
+                "name": name,
+                "contours": _contour_paths(f, g),
+                "minimizers": [
+                    [round(g["x0"] + (a - x0) * sx, 1), round(g["y1"] - (b - y0) * sy, 1)]
+                    for a, b in stars
+                ],
+                "log_range": [lo, hi],
+                "tick_every": max(1, math.ceil((hi - lo) / 6)),
+                "loss0": float(self.runs[self.optimizers[0], name][self.lrs[0], self.betas[0]]
+                               .loss[0]) - f_min,
+            })  # fmt: skip
+        words = np.concatenate(blobs).astype("<u2")
+        raw = (words & 0xFF).astype(np.uint8).tobytes() + (words >> 8).astype(np.uint8).tobytes()
+        runs = base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
+        return {
+            "optimizers": self.optimizers,
+            "uses_beta": [o not in NO_BETA for o in self.optimizers],
+            "colors": [viz.color(o, "#1f77b4") for o in self.optimizers],
+            "landscapes": landscapes,
+            "lrs": self.lrs,
+            "betas": self.betas,
+            "steps": self.steps,
+            "plot": geom,
+            "q": _Q,
+            "index": index,
+            "runs": runs,
+        }
+
+    def _html(self) -> str:
+        data = self._payload()
+        s = self.initial
+        uid = f"oe{abs(hash((id(self), s))) % 10**8}"
+        lr_i = min(range(len(self.lrs)), key=lambda i: abs(math.log(self.lrs[i] / s.lr)))
+        b_i = min(range(len(self.betas)), key=lambda i: abs(self.betas[i] - s.beta))
+        opts = "".join(
+            f'<option{" selected" if o == s.optimizer else ""}>{html.escape(o)}</option>'
+            for o in self.optimizers
         )
-        results = "; ".join(f"{label}: {_describe(h)}" for label, h in self.histories.items())
-        self.caption = f"{results}. {STATIC_NOTE}"
-        self.html = (
-            '<div class="optlib-explorer">'
-            + viz.jshtml(anim)
-            + f'<p class="optlib-explorer-note"><em>{html.escape(self.caption)}</em></p></div>'
+        lands = "".join(
+            f'<option value="{i}"{" selected" if n == s.landscape else ""}>{html.escape(n)}'
+            "</option>"
+            for i, n in enumerate(self.landscape_names)
         )
+        p, q = _GEOM["path"], _GEOM["loss"]
+        e = html.escape
+        caption = (
+            f"Explorer: {s.optimizer} on {s.landscape}. Left, the path θ₀, θ₁, … on the contours "
+            "of f (star: minimiser); right, f(θₜ) − f⋆ on a log scale."
+        )
+        return f"""<figure class="optlib-explorer" id="{uid}" aria-label="{e(caption)}">
+<style>
+.optlib-explorer{{margin:1em 0;font:14px/1.4 system-ui,sans-serif;max-width:720px}}
+.optlib-explorer .oe-controls{{display:flex;flex-wrap:wrap;gap:.4em 1.2em;align-items:center}}
+.optlib-explorer label{{display:inline-flex;gap:.4em;align-items:center;white-space:nowrap}}
+.optlib-explorer input[type=range]{{width:9em}}
+.optlib-explorer output{{min-width:4.2em;font-variant-numeric:tabular-nums}}
+.optlib-explorer .oe-plots{{display:flex;flex-wrap:wrap;gap:4px}}
+.optlib-explorer svg{{width:100%;max-width:342px;height:auto;overflow:visible}}
+.optlib-explorer svg text{{font-size:12px;fill:currentColor}}
+.optlib-explorer .oe-contours path{{fill:none;stroke:#8a8a8a;stroke-width:.8;opacity:.75}}
+.optlib-explorer .oe-frame{{fill:none;stroke:currentColor;stroke-width:.8;opacity:.6}}
+.optlib-explorer .oe-grid{{stroke:#8a8a8a;stroke-width:.5;opacity:.4}}
+.optlib-explorer .oe-star{{font-size:15px}}
+.optlib-explorer polyline{{fill:none;stroke-width:2;stroke-linejoin:round}}
+.optlib-explorer .oe-status{{min-height:2.8em}}
+.optlib-explorer .oe-note{{font-size:12px;opacity:.8}}
+</style>
+<div class="oe-controls">
+<label>optimizer <select data-role="optimizer">{opts}</select></label>
+<label>landscape <select data-role="landscape">{lands}</select></label>
+<label>learning rate η <input type="range" data-role="lr" min="0" max="{len(self.lrs) - 1}"
+ step="1" value="{lr_i}"><output data-out="lr">{s.lr:.3g}</output></label>
+<label>momentum β <input type="range" data-role="beta" min="0" max="{len(self.betas) - 1}"
+ step="1" value="{b_i}"><output data-out="beta">{s.beta:.3g}</output></label>
+<label>steps <input type="range" data-role="steps" min="1" max="{self.steps}" step="1"
+ value="{s.steps}"><output data-out="steps">{s.steps}</output></label>
+</div>
+<div class="oe-plots">
+<svg viewBox="0 0 {p["w"]} {p["h"]}" role="img" aria-label="path of the optimizer on the contours">
+<defs><clipPath id="{uid}-clip"><rect x="{p["x0"]}" y="{p["y0"]}" width="{p["x1"] - p["x0"]}"
+ height="{p["y1"] - p["y0"]}"/></clipPath></defs>
+<g class="oe-contours" data-role="contours" clip-path="url(#{uid}-clip)"></g>
+<rect class="oe-frame" x="{p["x0"]}" y="{p["y0"]}" width="{p["x1"] - p["x0"]}"
+ height="{p["y1"] - p["y0"]}"/>
+<g clip-path="url(#{uid}-clip)">
+<g data-role="stars"></g>
+<polyline data-role="path" points=""/>
+<circle data-role="start" r="4.5" fill="white" stroke-width="2"/>
+<circle data-role="end" r="3.5"/>
+</g>
+<text x="{(p["x0"] + p["x1"]) / 2}" y="{p["y1"] + 24}" text-anchor="middle">θ₁</text>
+<text x="{p["x0"] - 12}" y="{(p["y0"] + p["y1"]) / 2}" text-anchor="middle">θ₂</text>
+</svg>
+<svg viewBox="0 0 {q["w"]} {q["h"]}" role="img" aria-label="loss gap against the step">
+<g data-role="yticks"></g><g data-role="xticks"></g>
+<rect class="oe-frame" x="{q["x0"]}" y="{q["y0"]}" width="{q["x1"] - q["x0"]}"
+ height="{q["y1"] - q["y0"]}"/>
+<polyline data-role="curve" points=""/>
+<text x="{q["x0"]}" y="{q["y1"] + 16}" text-anchor="middle">0</text>
+<text x="{q["x1"]}" y="{q["y1"] + 16}" text-anchor="middle">{self.steps}</text>
+<text x="{(q["x0"] + q["x1"]) / 2}" y="{q["y1"] + 34}" text-anchor="middle">step t</text>
+<text x="{q["x0"] + 6}" y="{q["y0"] + 14}">f(θₜ) − f⋆</text>
+</svg>
+</div>
+<figcaption><div class="oe-status" data-role="status" aria-live="polite">{e(self.caption)}</div>
+<div class="oe-note">{e(self.note)}</div></figcaption>
+<script type="application/json">{json.dumps(data, separators=(",", ":"))}</script>
+</figure>
+<script>{_script()}</script>"""
 
     def _repr_html_(self) -> str:
         return self.html
 
     def __repr__(self) -> str:
-        return f"StaticExplorer({len(self.settings)} settings). {self.caption}"
+        return f"StaticExplorer({len(self.optimizers)} optimizers). {self.caption}"
+
+
+def _script() -> str:
+    return resources.files(__package__).joinpath("explorer.js").read_text(encoding="utf-8")
 
 
 class Explorer:
@@ -246,30 +581,32 @@ def explorer(
     static: bool | None = None,
     static_settings: Sequence[Setting] | None = None,
 ) -> Explorer | StaticExplorer:
-    """An optimizer explorer, live in Jupyter and animated in the static book.
+    """An optimizer explorer: live in Jupyter, precomputed and redrawn by JavaScript in the book.
 
     Args:
         optimizer, landscape, lr, beta, steps: the initial setting.
-        optimizers: names (keys of :data:`OPTIMIZERS`) offered in the live explorer.
+        optimizers: names (keys of :data:`OPTIMIZERS`) offered.
         landscapes: names (keys of :data:`optlib.problems.landscapes.LANDSCAPES`) offered; default
-        all. static: force static (``True``) or live (``False``); ``None`` asks :func:`is_static`.
-        static_settings: the settings the static rendering animates (one landscape); default:
-            every optimizer in ``optimizers`` at the initial setting.
+            all.
+        static: force static (``True``) or live (``False``); ``None`` asks :func:`is_static`.
+        static_settings: settings the static explorer must hold exactly (their learning rates and
+            β join its grid); the chapter's prose may name them.
     """
     landscapes = list(ls.LANDSCAPES) if landscapes is None else list(landscapes)
-    unknown = [o for o in optimizers if o not in OPTIMIZERS] + [
-        name for name in landscapes if name not in ls.LANDSCAPES
+    extra = list(static_settings or [])
+    unknown = [o for o in [*optimizers, optimizer, *(s.optimizer for s in extra)]
+               if o not in OPTIMIZERS]  # fmt: skip
+    unknown += [
+        n for n in [*landscapes, landscape, *(s.landscape for s in extra)] if n not in ls.LANDSCAPES
     ]
     if unknown:
-        raise ValueError(f"unknown optimizer or landscape names: {unknown}")
+        raise ValueError(f"unknown optimizer or landscape names: {sorted(set(unknown))}")
     first = Setting(optimizer, landscape, lr, beta, steps)
     if static is None:
         static = is_static()
     if static:
-        if static_settings is None:
-            static_settings = [
-                Setting(o, landscape, lr, beta, steps)
-                for o in dict.fromkeys([optimizer, *optimizers])
-            ]
-        return StaticExplorer(static_settings)
+        book = os.environ.get("OPTLIB_STATIC", "") not in ("", "0")
+        return StaticExplorer(
+            first, optimizers, landscapes, extra=extra, note=BOOK_NOTE if book else NO_WIDGETS_NOTE
+        )
     return Explorer(first, optimizers, landscapes)
