@@ -105,7 +105,8 @@ def test_models_start_from_problems_mlp_and_views_share_storage():
     # the same 610 positive float32 squares summed in another order: at most 610 * eps32
     # relative (Higham's bound for a sum of positive terms)
     expected = sum((p[0] ** 2).sum() for p in model.stacked())
-    torch.testing.assert_close(norms[0], expected, rtol=610 * torch.finfo(torch.float32).eps, atol=0)
+    rtol = 610 * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(norms[0], expected, rtol=rtol, atol=0)
 
 
 def test_scale_invariance_with_norm_and_temperature(monkeypatch):
