@@ -360,3 +360,19 @@ def test_more_argument_checks():
     with pytest.raises(ValueError, match=r"Invalid kappa\b"):
         la.spd_matrix(1, 10.0)
     assert la.spd_matrix(1, 1.0, mu=3.0).item() == pytest.approx(3.0)
+
+
+def test_symmetric_diagonal_scaling_has_the_spectrum_of_the_preconditioned_matrix():
+    A = la.spd_matrix(6, kappa=50.0, seed=3)
+    d = torch.linspace(0.5, 3.0, 6, dtype=torch.float64)
+    M = la.symmetric_diagonal_scaling(A, d)
+    assert torch.allclose(M, M.T, rtol=0, atol=0)
+    lam = torch.linalg.eigvalsh(M)
+    ref = torch.linalg.eigvals(A / d[:, None]).real.sort().values
+    assert torch.allclose(lam, ref, rtol=1e-12, atol=0)
+    jacobi = la.symmetric_diagonal_scaling(A, A.diagonal())
+    assert torch.allclose(jacobi.diagonal(), torch.ones(6, dtype=torch.float64), rtol=1e-14)
+    with pytest.raises(ValueError, match="d"):
+        la.symmetric_diagonal_scaling(A, -d)
+    with pytest.raises(ValueError, match="length"):
+        la.symmetric_diagonal_scaling(A, d[:3])

@@ -156,3 +156,65 @@ def test_optlib_sgd_matches_the_reference_too():
     assert math.isclose(
         float((thetas[-1] + 0.7 * vs[-1] - p.detach()).abs().max()), 0.0, abs_tol=1e-13
     )
+
+
+# ------------------------------------------------------------ Nesterov's convex rate, O(1/t^2)
+
+
+def fista_form(grad, x0, lr, steps):
+    """The textbook form y_k = x_k + (k-1)/(k+2) (x_k - x_{k-1}), x_{k+1} = y_k - lr grad(y_k)."""
+    x_prev, x = x0.clone(), x0.clone()
+    path = [x]
+    for k in range(steps):
+        y = x + (k - 1) / (k + 2) * (x - x_prev) if k >= 1 else x
+        x_prev, x = x, y - lr * grad(y)
+        path.append(x)
+    return torch.stack(path)
+
+
+def test_convex_momentum_is_the_textbook_schedule():
+    assert [momentum.convex_momentum(t) for t in (1, 2, 3, 4)] == [0.0, 0.0, 0.25, 0.4]
+    grad, x0 = quadratic(5, d=6)
+    thetas, _ = momentum.nesterov_lookahead(grad, x0, 0.7, momentum.convex_momentum, 50)
+    assert_paths_close(thetas, fista_form(grad, x0, 0.7, 50), rtol=1e-12)
+    with pytest.raises(ValueError, match="t"):
+        momentum.convex_momentum(0)
+
+
+def test_a_constant_schedule_is_the_constant_momentum():
+    grad, x0 = quadratic(6)
+    a, va = momentum.nesterov_lookahead(grad, x0, 0.3, 0.8, 20)
+    b, vb = momentum.nesterov_lookahead(grad, x0, 0.3, lambda t: 0.8, 20)
+    assert torch.equal(a, b) and torch.equal(va, vb)
+    with pytest.raises(ValueError, match="beta"):
+        momentum.nesterov_lookahead(grad, x0, 0.3, lambda t: 1.0, 2)
+
+
+def test_flat_spectrum_quadratic_spreads_the_gap_evenly_and_meets_the_rates():
+    lam, e0 = momentum.flat_spectrum_quadratic(400, L=2.0)
+    assert lam.shape == e0.shape == (400,) and bool((lam[1:] > lam[:-1]).all())
+    assert math.isclose(float(lam[-1]), 2.0) and float(lam[0]) == 2.0 / 400**2
+    assert math.isclose(float((lam * e0 * e0).sum()), 2.0, rel_tol=1e-12)  # telescopes to L
+    L, T, R2 = 2.0, 150, float(e0 @ e0)
+
+    def grad(e):
+        return lam * e
+
+    def gap(path):
+        return 0.5 * (lam * path * path).sum(-1).numpy()
+
+    gd = gap(momentum.iterates(lambda p: optlib.SGD(p, lr=1 / L), grad, e0, T))
+    nag = gap(momentum.nesterov_lookahead(grad, e0, 1 / L, momentum.convex_momentum, T)[0])
+    t = torch.arange(1, T + 1, dtype=torch.float64).numpy()
+    assert (gd[1:] <= L * R2 / (2 * t)).all()  # gradient descent's O(1/t) bound
+    assert (nag[1:] <= 2 * L * R2 / (t + 1) ** 2).all()  # Nesterov's O(1/t^2) bound
+    assert nag[-1] < 0.1 * gd[-1]
+    with pytest.raises(ValueError, match="d"):
+        momentum.flat_spectrum_quadratic(1)
+
+
+def test_iterates_is_the_optimizer_on_a_gradient_function():
+    grad, x0 = quadratic(7)
+    path = momentum.iterates(lambda p: optlib.SGD(p, lr=0.2, momentum=0.6), grad, x0, 25)
+    assert_paths_close(path, momentum.polyak_heavy_ball(grad, x0, 0.2, 0.6, 25))
+    assert torch.equal(path[0], x0)

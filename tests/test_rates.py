@@ -175,3 +175,48 @@ def test_grid_matches_theory_away_from_the_boundary(nesterov):
 def test_grid_validates_h():
     with pytest.raises(ValueError, match="square"):
         rates.measured_rate_grid([0.1], [0.5], torch.ones(2, 3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.floats(0.01, 5.0), beta=st.floats(0.0, 0.99), nesterov=st.booleans())
+def test_mode_angle_is_the_argument_of_the_dominant_root(h, beta, nesterov):
+    if nesterov:
+        a, c = (1 + beta) * (1 - h), beta * (1 - h)
+    else:
+        a, c = 1 + beta - h, beta
+    roots = np.roots([1.0, -a, c])
+    dominant = roots[np.argmax(np.abs(roots))]
+    omega = rates.mode_angle(h, beta, 1.0, nesterov=nesterov)
+    if abs(a * a - 4 * c) < 1e-9:
+        return  # a double root: the argument is 0 or pi either way, rounding picks
+    assert math.isclose(omega, abs(np.angle(dominant)), abs_tol=1e-6)
+
+
+def test_mode_angle_of_gradient_descent_and_of_the_ravine():
+    assert rates.mode_angle(1.5, 0.0, 1.0) == math.pi  # GD past 1/L: the sign flips
+    assert rates.mode_angle(0.5, 0.0, 1.0) == 0.0
+    omega = rates.mode_angle(1.5, 0.9, 1.0)  # chapter 3's valley: a spiral, not a zig-zag
+    assert math.isclose(math.cos(omega), 0.4 / (2 * math.sqrt(0.9)), rel_tol=1e-12)
+    grid = rates.mode_angle(np.array([0.5, 1.5]), 0.9, 1.0)
+    assert grid.shape == (2,) and grid[1] == omega
+
+
+@pytest.mark.parametrize("kappa", [4.0, 50.0, 1e3])
+def test_optimal_heavy_ball_factors_are_what_optlib_sgd_does(kappa):
+    L, mu = 1.0, 1.0 / kappa
+    lr, beta = linalg.optimal_heavy_ball_params(L, mu)
+    x = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    h = torch.tensor([L, mu], dtype=torch.float64)
+    opt = optlib.SGD([x], lr=lr, momentum=beta)
+    path = [x.detach().clone()]
+    for _ in range(60):
+        x.grad = h * x.detach()
+        opt.step()
+        path.append(x.detach().clone())
+    path = torch.stack(path).numpy()
+    steep, flat = rates.optimal_heavy_ball_factors(kappa, np.arange(61))
+    scale = np.abs(path).max(axis=1)  # rounding accumulates relative to the largest coordinate
+    assert np.all(np.abs(path[:, 0] - steep) <= 1e-12 * 61 * scale)
+    assert np.all(np.abs(path[:, 1] - flat) <= 1e-12 * 61 * scale)
+    with pytest.raises(ValueError, match="kappa"):
+        rates.optimal_heavy_ball_factors(0.5, 3)

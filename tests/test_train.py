@@ -179,3 +179,20 @@ def test_bad_arguments():
         run(lambda p: optlib.SGD(p, lr=0.1), small_problem(), 3, batch_size=0)
     with pytest.raises(TypeError, match="Landscape or a Supervised"):
         run(lambda p: optlib.SGD(p, lr=0.1), object(), 3)
+
+
+def test_a_scheduler_is_stepped_after_every_step():
+    """Step t runs with the lr the scheduler set after t - 1 steps: on f = x^2/2 in 1-D, GD moves
+    x_t = (1 - lr_t) x_{t-1}."""
+    q = ls.Quadratic(1.0)
+    hist = run(
+        lambda p: optlib.SGD(p, lr=0.5),
+        q,
+        4,
+        x0=(1.0, 1.0),
+        scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 / (k + 1)),
+    )
+    x = np.ones(2)
+    for t in range(1, 5):
+        x = x * (1 - 0.5 / t)
+        np.testing.assert_allclose(hist.params[t], x, rtol=1e-14)

@@ -49,6 +49,8 @@ __all__ = [
     "contraction_rate",
     "measured_rate",
     "mode_rate",
+    "mode_angle",
+    "optimal_heavy_ball_factors",
     "quadratic_rate",
     "stable_lr_limit",
     "optimal_nesterov_params",
@@ -100,6 +102,57 @@ def mode_rate(lr: ArrayLike, beta: ArrayLike, curvature: ArrayLike, *, nesterov:
         (np.abs(a) + np.sqrt(np.where(complex_roots, 0.0, disc))) / 2,
     )
     return float(rho) if rho.ndim == 0 else rho
+
+
+def mode_angle(lr: ArrayLike, beta: ArrayLike, curvature: ArrayLike, *, nesterov: bool = False):
+    r"""Rotation per step :math:`\omega \in [0, \pi]` (radians) of one eigen-coordinate: the
+    argument of the dominant root of :math:`z^2 - a z + c` (see the module docstring).
+
+    Complex roots :math:`\sqrt c\, e^{\pm i\omega}` give :math:`\cos\omega = a / (2\sqrt c)`:
+    the coordinate spirals, turning by :math:`\omega` per step. Real roots give :math:`0` (the
+    dominant root is positive: a monotone approach) or :math:`\pi` (negative: the sign flips at
+    every step, gradient descent's zig-zag). Broadcasts like :func:`mode_rate`.
+    """
+    h = np.asarray(lr, dtype=np.float64) * np.asarray(curvature, dtype=np.float64)
+    b = np.asarray(beta, dtype=np.float64)
+    if nesterov:
+        a, c = (1 + b) * (1 - h), b * (1 - h)
+    else:
+        a, c = 1 + b - h, b + 0 * h
+    complex_roots = a * a - 4 * c < 0  # then c > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(complex_roots, a / (2 * np.sqrt(np.abs(c))), 0.0)
+    omega = np.where(complex_roots, np.arccos(np.clip(cos, -1.0, 1.0)), np.where(a < 0, np.pi, 0.0))
+    return float(omega) if omega.ndim == 0 else omega
+
+
+def optimal_heavy_ball_factors(kappa: float, t: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    r"""The exact factors :math:`c_t / c_0` of the steep (:math:`\lambda = L`) and the flat
+    (:math:`\lambda = \mu`) eigen-coordinate of the error after :math:`t` steps of heavy ball with
+    its optimal :math:`(\eta^\star, \beta^\star)` (Polyak, 1964), started at rest.
+
+    At the optimum both extreme coordinates sit on the edge of the complex window, where the
+    characteristic polynomial :math:`z^2 - a z + \beta` has a double root :math:`z` with
+    :math:`z^2 = \beta` and :math:`a = 2z`: :math:`z = -\rho` for :math:`\lambda = L` and
+    :math:`z = \rho` for :math:`\lambda = \mu`, :math:`\rho = (\sqrt\kappa-1)/(\sqrt\kappa+1)`.
+    The solutions are then :math:`(A + Bt)\,z^t`; starting at rest (:math:`c_{-1} = c_0`, so
+    :math:`c_1 = (a - \beta)\, c_0`) fixes :math:`A = c_0`, :math:`B = (1 - z)\, c_0`:
+
+    .. math::
+        \frac{c_t}{c_0} = \bigl(1 + (1 + \rho)\,t\bigr)(-\rho)^t \ \ (\lambda = L), \qquad
+        \frac{c_t}{c_0} = \bigl(1 + (1 - \rho)\,t\bigr)\rho^t \ \ (\lambda = \mu).
+
+    The linear factor is why a run needs more steps than :math:`\ln\varepsilon / \ln\rho`.
+    Returns ``(steep, flat)``, arrays shaped like ``t``.
+    """
+    kappa = check_positive("kappa", kappa)
+    if kappa < 1:
+        raise ValueError(f"Invalid kappa: {kappa!r}; allowed range is [1, inf)")
+    rho = (math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)
+    t = np.asarray(t, dtype=np.float64)
+    steep = (1 + (1 + rho) * t) * (-rho) ** t
+    flat = (1 + (1 - rho) * t) * rho**t
+    return steep, flat
 
 
 def quadratic_rate(lr: ArrayLike, beta: ArrayLike, L: float, mu: float, *, nesterov: bool = False):

@@ -160,6 +160,7 @@ def run(
     divergence_factor: float = 1e6,
     record_params_max: int = 64,
     progress: bool | None = None,
+    scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
 ) -> History:
     r"""Take ``steps`` steps of ``optimizer`` on ``problem`` and return the :class:`History`.
 
@@ -179,6 +180,10 @@ def run(
             parameters.
         progress: ``None`` shows a progress line only once a run has lasted a few seconds
             (never when ``OPTLIB_STATIC`` is set); ``True``/``False`` force it on/off.
+        scheduler: a factory ``optimizer -> scheduler`` (e.g. a ``torch.optim.lr_scheduler``),
+            built once the optimizer exists; its ``step()`` is called after every optimizer step,
+            so step :math:`t` (1-based) runs with the learning rate the scheduler set after
+            :math:`t - 1` steps.
     """
     if steps < 0:
         raise ValueError(f"Invalid steps: {steps!r}; need steps >= 0")
@@ -206,6 +211,7 @@ def run(
         batches = _batches(problem.n, batch_size, seed)
     else:
         raise TypeError(f"problem must be a Landscape or a Supervised problem, got {problem!r}")
+    sched = scheduler(optimizer) if scheduler is not None else None
 
     n_params = sum(p.numel() for p in params)
     record = n_params <= record_params_max
@@ -249,6 +255,8 @@ def run(
                     raise RuntimeError(
                         f"{type(optimizer).__name__}.step(closure) ignored the closure"
                     )
+                if sched is not None:
+                    sched.step()
             else:
                 closure()  # the loss at theta_T; no step
             loss = state["loss"]

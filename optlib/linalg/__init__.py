@@ -38,6 +38,7 @@ from .spectra import (
     nonsymmetric_matrix,
     random_orthogonal,
     spd_matrix,
+    symmetric_diagonal_scaling,
 )
 from .stationary import (
     DiagonalPreconditioner,
@@ -77,6 +78,7 @@ __all__ = [
     "badly_scaled_spd",
     "nonsymmetric_matrix",
     "condition_number",
+    "symmetric_diagonal_scaling",
     "eig_extremes",
     # curvature
     "flatten",

@@ -26,6 +26,7 @@ __all__ = [
     "badly_scaled_spd",
     "nonsymmetric_matrix",
     "condition_number",
+    "symmetric_diagonal_scaling",
     "eig_extremes",
 ]
 
@@ -145,6 +146,22 @@ def condition_number(A: Tensor) -> float:
     Trefethen & Bau (1997), Lecture 12."""
     s = torch.linalg.svdvals(_check_square(A))
     return float(s.max() / s.min()) if s.min() > 0 else float("inf")
+
+
+def symmetric_diagonal_scaling(A: Tensor, d: Tensor) -> Tensor:
+    r""":math:`D^{-1/2} A D^{-1/2}` for :math:`D = \operatorname{diag}(d)`, :math:`d > 0`.
+
+    A step :math:`\theta \leftarrow \theta - \eta D^{-1}\nabla f` on a quadratic with Hessian
+    :math:`A` is gradient descent in the coordinates :math:`u = D^{1/2}\theta`, where the Hessian
+    is this matrix; it has the eigenvalues of :math:`D^{-1}A` and stays symmetric.
+    ``d = A.diagonal()`` gives the Jacobi scaling (van der Sluis, 1969)."""
+    A = _check_square(A)
+    if not isinstance(d, Tensor) or d.shape != (A.shape[0],):
+        raise ValueError(f"Invalid d: expected a vector of length {A.shape[0]}")
+    if not bool((d > 0).all()):
+        raise ValueError("Invalid d: every entry must be > 0")
+    s = d.to(A.dtype).rsqrt()
+    return s[:, None] * A * s[None, :]
 
 
 def eig_extremes(A: Tensor) -> tuple[float, float]:
