@@ -16,14 +16,25 @@ A bank is a YAML file named like its chapter (``01_gradient_descent.yml``)::
 :func:`load_bank` and :func:`load_banks` validate as they read (:class:`GrillError` names
 the file, the question and the problem). The book renders the banks with the ``grill`` and
 ``grill-all`` directives of :mod:`optlib.course.sphinxext`; :func:`quiz` drills them in a notebook.
+
+**Numbers.** A number the chapter computes is never typed into a bank: the text names the value
+the chapter glues, ``{glue:text}`catch_up_epochs:.0f``` (MyST's role; the key must be glued by
+the bank's own chapter, ``tests/test_glued_numbers.py`` checks it). The book fills it in from the
+executed chapter, on the chapter's page and in the appendix; the build also writes every glued
+value to ``_static/glue_values.json`` in the site, which :func:`quiz` reads
+(:func:`load_glue_values`); where no value is available it shows a placeholder saying which
+chapter computes it (:func:`fill_glue`).
 """
 
 from __future__ import annotations
 
+import ast
 import html
+import json
+import os
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +43,20 @@ import yaml
 
 __all__ = [
     "DIFFICULTIES",
+    "GLUE_ROLE",
+    "GLUE_VALUES",
     "Bank",
+    "GlueRef",
     "GrillError",
     "GrillQuestion",
     "Quiz",
     "default_dir",
+    "fill_glue",
+    "format_glued",
+    "glue_refs",
     "load_bank",
     "load_banks",
+    "load_glue_values",
     "quiz",
 ]
 
@@ -71,13 +89,26 @@ class Bank:
     questions: tuple[GrillQuestion, ...]
 
 
+_CHECKOUT = Path(__file__).resolve().parents[2]  # optlib/course/grill.py -> the checkout
+PACKAGE_BANKS = Path(__file__).resolve().with_name("grill_banks")  # installed as package data
+
+
+def _has_banks(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("*.yml"))
+
+
 def default_dir() -> Path:
-    """``./grill`` if there is one (a notebook next to the banks), else ``exercises/grill`` of
-    the checkout optlib is installed from."""
-    here = Path("grill")
-    if here.is_dir() and any(here.glob("*.yml")):
-        return here
-    return Path(__file__).resolve().parents[2] / "exercises" / "grill"
+    """Where the banks are, first match of:
+
+    1. ``./grill`` (a notebook run next to a folder of banks, as in ``exercises/``);
+    2. ``exercises/grill`` of the checkout optlib runs from (an editable install);
+    3. ``optlib/course/grill_banks``, the copy installed with optlib as package data (so the
+       self-quiz notebook works when downloaded alone).
+
+    If none holds a bank, the checkout's folder (where :func:`load_banks` then says none was
+    found)."""
+    candidates = [Path("grill"), _CHECKOUT / "exercises" / "grill", PACKAGE_BANKS]
+    return next((c for c in candidates if _has_banks(c)), candidates[1])
 
 
 def _validate_question(raw: Any, where: str, chapter: int, bank: str) -> GrillQuestion:
@@ -177,6 +208,113 @@ def select(
     ]
 
 
+# --- numbers glued by the chapters -------------------------------------------------------------
+
+#: A MyST glue role: ``{glue:text}`key:fmt```, ``{glue}`key```, ``{glue:md}`key``` ...
+GLUE_ROLE = re.compile(r"\{(glue(?::[a-z]*)?)\}`([^`]+)`")
+#: The file the book build writes into its site's ``_static/`` folder, and :func:`quiz` reads.
+GLUE_VALUES = "glue_values.json"
+
+
+@dataclass(frozen=True)
+class GlueRef:
+    """One glue role in a text: ``{role}`doc::key:fmt``` (``doc`` and ``fmt`` optional)."""
+
+    role: str
+    key: str
+    doc: str | None = None
+    fmt: str | None = None
+
+    @classmethod
+    def parse(cls, role: str, content: str) -> GlueRef:
+        fmt = None
+        if role == "glue:text" and ":" in content.replace("::", ""):
+            content, fmt = content.rsplit(":", 1)  # as myst-nb reads it: the last colon
+        doc, _, key = content.rpartition("::")
+        return cls(role, key.strip(), doc.strip() or None, fmt)
+
+    def content(self, doc: str | None = None) -> str:
+        """The role's content, pointed at ``doc`` (``path::key``) if given."""
+        doc = doc if doc is not None else self.doc
+        out = f"{doc}::{self.key}" if doc else self.key
+        return f"{out}:{self.fmt}" if self.fmt is not None else out
+
+
+def glue_refs(text: str) -> list[GlueRef]:
+    """Every glue role in ``text``, in order."""
+    return [GlueRef.parse(m[1], m[2]) for m in GLUE_ROLE.finditer(text)]
+
+
+def format_glued(plain_text: str, fmt: str | None) -> str:
+    """A glued value's ``text/plain`` formatted as myst-nb's ``{glue:text}`` does: the repr read
+    back as a Python literal, then ``format(value, fmt)`` (the type letter decides int, float or
+    str)."""
+    try:
+        value = ast.literal_eval(plain_text)
+    except (SyntaxError, ValueError):
+        value = plain_text
+    if not fmt:
+        return str(value)
+    kind = fmt[-1]
+    if kind == "s":
+        value = str(value)
+    elif kind in "bcdoxX":
+        value = int(value)
+    elif kind in "eEfFgGn%":
+        value = float(value)
+    return format(value, fmt)
+
+
+def fill_glue(text: str, values: Mapping[str, str] | None, chapter: int | None = None) -> str:
+    """``text`` with every glue role replaced by its value from ``values`` (key -> the glued
+    ``text/plain``, as in :data:`GLUE_VALUES`), or by a placeholder naming the chapter that
+    computes it when the value is unavailable."""
+    values = values or {}
+
+    def one(match: re.Match) -> str:
+        ref = GlueRef.parse(match[1], match[2])
+        if ref.key in values:
+            try:
+                return format_glued(values[ref.key], ref.fmt)
+            except (TypeError, ValueError):
+                pass
+        where = f"chapter {chapter}" if chapter is not None else "the chapter"
+        return f"[a value computed in {where}]"
+
+    return GLUE_ROLE.sub(one, text)
+
+
+def _glue_values_candidates() -> list[Path]:
+    out = []
+    if os.environ.get("OPTLIB_GLUE_VALUES"):
+        out.append(Path(os.environ["OPTLIB_GLUE_VALUES"]).expanduser())
+    out.append(Path(GLUE_VALUES))  # next to the notebook (downloaded from the book's appendix)
+    out.append(_CHECKOUT / "_build" / "html" / "_static" / GLUE_VALUES)  # this checkout's book
+    return out
+
+
+def load_glue_values(path: str | Path | None = None) -> dict[str, dict[str, str]]:
+    """The values every chapter glued, by chapter name (``01_gradient_descent``) and key, as
+    the book build wrote them (``{"chapters": {name: {key: text/plain}}}``).
+
+    From ``path`` if given, else the first file found of: ``$OPTLIB_GLUE_VALUES``,
+    ``./glue_values.json``, the checkout's ``_build/html/_static/glue_values.json``. Nothing
+    found (or a file that is not such JSON): ``{}``, and the quiz shows placeholders."""
+    for candidate in [Path(path)] if path is not None else _glue_values_candidates():
+        try:
+            data = json.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        chapters = data.get("chapters") if isinstance(data, dict) else None
+        if isinstance(chapters, dict):
+            return {
+                str(name): {str(k): str(v) for k, v in keys.items()}
+                for name, keys in chapters.items()
+                if isinstance(keys, dict)
+            }
+    return {}
+
+
 def _math(content: str, config: dict) -> str:
     delim = "$$" if config.get("display_mode") else "$"
     return html.escape(f"{delim}{content}{delim}")
@@ -198,13 +336,21 @@ class Quiz:
 
     The widget (:attr:`widget`) has filters for chapter, difficulty and tag; changing one
     starts a fresh, shuffled deck. The state is plain attributes, so it can be driven (and
-    tested) without a browser: :meth:`reveal`, :meth:`mark`, :meth:`next`.
+    tested) without a browser: :meth:`reveal`, :meth:`mark`, :meth:`next`. ``values`` are the
+    chapters' glued numbers (:func:`load_glue_values`); numbers missing there show as
+    placeholders, and a note says how to get them.
     """
 
-    def __init__(self, banks: list[Bank], seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        banks: list[Bank],
+        seed: int | None = 0,
+        values: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         import ipywidgets as w
 
         self.banks = banks
+        self.values = dict(values or {})
         self.all = [q for b in banks for q in b.questions]
         self.rng = random.Random(seed)
         self.right = self.asked = 0
@@ -228,6 +374,7 @@ class Quiz:
         self.wrong_button = w.Button(description="I missed it", button_style="danger")
         self.next_button = w.Button(description="Next question")
         self.score = w.HTML()
+        self.note = w.HTML(self._missing_values_note())
         self.reveal_button.on_click(lambda _: self.reveal())
         self.right_button.on_click(lambda _: self.mark(True))
         self.wrong_button.on_click(lambda _: self.mark(False))
@@ -236,6 +383,7 @@ class Quiz:
             control.observe(lambda _: self.restart(), names="value")
         self.widget = w.VBox(
             [
+                self.note,
                 w.HBox([self.chapter, self.difficulty, self.tag]),
                 self.question_box,
                 w.HBox([self.reveal_button, self.right_button, self.wrong_button]),
@@ -266,7 +414,8 @@ class Quiz:
         else:
             q = self.current
             badges = f"chapter {q.chapter} · {q.difficulty} · {', '.join(q.tags)}"
-            self.question_box.value = f"<p><i>{html.escape(badges)}</i></p>" + _to_html(q.question)
+            question = _to_html(self._filled(q, q.question))
+            self.question_box.value = f"<p><i>{html.escape(badges)}</i></p>" + question
         self.answer_box.value = ""
         self._update()
 
@@ -275,7 +424,7 @@ class Quiz:
             return
         self.revealed = True
         trap = "<p><b>Trap question.</b></p>" if self.current.trap else ""
-        self.answer_box.value = trap + _to_html(self.current.answer)
+        self.answer_box.value = trap + _to_html(self._filled(self.current, self.current.answer))
         self._update()
 
     def mark(self, correct: bool) -> None:
@@ -286,14 +435,51 @@ class Quiz:
         self.right += bool(correct)
         self.next()
 
+    def _filled(self, q: GrillQuestion, text: str) -> str:
+        return fill_glue(text, self.values.get(q.bank), q.chapter)
+
+    def _missing_values_note(self) -> str:
+        missing = sorted(
+            {
+                q.chapter
+                for q in self.all
+                for ref in glue_refs(q.question + q.answer)
+                if ref.key not in self.values.get(q.bank, {})
+            }
+        )
+        if not missing:
+            return ""
+        chapters = ", ".join(str(c) for c in missing)
+        return (
+            f"<p><i>Some answers quote numbers that chapters {html.escape(chapters)} compute; "
+            "they show as [a value computed in chapter N] until the book is built in this "
+            f"checkout (<code>make book</code>), or until <code>{GLUE_VALUES}</code> from the "
+            "book's appendix page sits next to this notebook.</i></p>"
+        )
+
+    @property
+    def left(self) -> int:
+        """Questions not yet marked, the one on screen included."""
+        return len(self.deck) + (self.current is not None)
+
     def _update(self) -> None:
         waiting = self.current is None or not self.revealed
         self.reveal_button.disabled = self.current is None or self.revealed
         self.right_button.disabled = self.wrong_button.disabled = waiting
         pct = f" ({100 * self.right / self.asked:.0f}%)" if self.asked else ""
-        self.score.value = f"score: {self.right}/{self.asked}{pct}, {len(self.deck)} left"
+        self.score.value = f"score: {self.right}/{self.asked}{pct}, {self.left} left"
 
 
-def quiz(directory: str | Path | None = None, *, seed: int | None = None):
-    """Build the self-quiz over every bank and return its widget (display it in a notebook)."""
-    return Quiz(load_banks(directory), seed=seed).widget
+def quiz(
+    directory: str | Path | None = None,
+    *,
+    seed: int | None = None,
+    values: str | Path | Mapping[str, Mapping[str, str]] | None = None,
+):
+    """Build the self-quiz over every bank and return its widget (display it in a notebook).
+
+    ``values``: the chapters' glued numbers, as a mapping or the path of a
+    :data:`GLUE_VALUES` file; default: :func:`load_glue_values` finds the book's."""
+    if values is None or isinstance(values, (str, Path)):
+        values = load_glue_values(values)
+    return Quiz(load_banks(directory), seed=seed, values=values).widget
