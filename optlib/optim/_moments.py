@@ -140,3 +140,19 @@ def real_views(*tensor_lists: list[Tensor]) -> tuple[list[Tensor], ...]:
 def zeros_like(p: Tensor) -> Tensor:
     """A zero state buffer shaped, typed and laid out like ``p``."""
     return torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def sign_(c: Tensors) -> Tensors:
+    r""":math:`\operatorname{sign}(c)` in place, except that a non-finite entry becomes NaN.
+
+    ``torch.sign`` maps NaN to 0, so a sign method (Lion, Sophia's clipped step) would stop
+    moving a coordinate whose momentum has become NaN, for ever and silently; an infinite
+    momentum would push it by the full step in one direction for ever. NaN instead shows in the
+    parameters and the loss at once, as with torch.optim's Adam. Returns ``c``."""
+    if isinstance(c, Tensor):
+        nonfinite = c - c  # 0 where c is finite, NaN where it is NaN or infinite
+        return c.sign_().add_(nonfinite)
+    nonfinite = torch._foreach_sub(c, c)
+    torch._foreach_sign_(c)
+    torch._foreach_add_(c, nonfinite)
+    return c

@@ -1,6 +1,9 @@
 r"""AdaGrad: a step size per coordinate, from the history of its gradients (chapter 4).
 
-Same arguments, defaults and results as :class:`torch.optim.Adagrad` (dense gradients).
+Same arguments, defaults and results as :class:`torch.optim.Adagrad`, sparse gradients
+(``nn.Embedding(sparse=True)``) included: as in torch, only the rows present in the gradient
+update their :math:`G` and their parameters (:func:`adagrad_update_sparse`), and weight decay is
+refused with them.
 
 .. math::
 
@@ -26,6 +29,8 @@ import torch
 from torch import Tensor
 
 from ._base import Optimizer, new_step_counter, scalar
+from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
+from ._fused_updates import ADAGRAD_UPDATE
 from ._moments import accumulate_square_, add_l2, advance_steps, real_views, rms_denominator
 from ._validate import check_nonnegative
 
@@ -53,6 +58,22 @@ def adagrad_update(
     theta.addcdiv_(g, rms_denominator(G, eps), value=-lr_t)
 
 
+def adagrad_update_sparse(
+    theta: Tensor, g: Tensor, G: Tensor, *, step: int, lr: float, lr_decay: float = 0.0,
+    weight_decay: float = 0.0, eps: float = 1e-10,
+) -> None:  # fmt: skip
+    r""":func:`adagrad_update` for a sparse gradient ``g``: the same two lines, on the entries
+    that ``g`` holds (duplicates summed first, since the update is not linear in :math:`g`)."""
+    if weight_decay != 0:
+        raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+    g = g.coalesce()
+    indices, values = g._indices(), g._values()
+    G.add_(torch.sparse_coo_tensor(indices, values.pow(2), g.size()))
+    denominator = G.sparse_mask(g)._values().sqrt_().add_(eps)
+    lr_t = lr / (1 + (step - 1) * lr_decay)
+    theta.add_(torch.sparse_coo_tensor(indices, values / denominator, g.size()), alpha=-lr_t)
+
+
 def adagrad_update_foreach(
     thetas: list[Tensor],
     gs: list[Tensor],
@@ -65,13 +86,18 @@ def adagrad_update_foreach(
     eps: float = 1e-10,
 ) -> None:
     """:func:`adagrad_update` on many tensors at once through ``torch._foreach_*`` kernels."""
+    if any(g.is_sparse for g in gs):  # dense-only kernels: loop over the tensors, as torch does
+        hyper = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)
+        for p, g, G, t in zip(thetas, gs, Gs, steps):
+            (adagrad_update_sparse if g.is_sparse else adagrad_update)(p, g, G, step=t, **hyper)
+        return
     gs = add_l2(gs, thetas, weight_decay)
     accumulate_square_(Gs, gs)
     step_sizes = [-lr / (1 + (t - 1) * lr_decay) for t in steps]
     torch._foreach_addcdiv_(thetas, gs, rms_denominator(Gs, eps), step_sizes)
 
 
-class Adagrad(Optimizer):
+class Adagrad(KeepsDispatch, Optimizer):
     r"""AdaGrad (Duchi et al., 2011); drop-in :class:`torch.optim.Adagrad`.
 
     Args:
@@ -82,14 +108,19 @@ class Adagrad(Optimizer):
         initial_accumulator_value: :math:`G_0 = \tau \ge 0`. As in torch, the constructor's
             value starts the accumulator of *every* parameter (a per-group value is ignored).
         eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{G_t}`.
-        foreach: use the multi-tensor path.
+        foreach: use the multi-tensor path (``None``: as torch picks, foreach on CUDA and the
+            per-tensor loop on the CPU).
         maximize: ascend instead of descend.
-        differentiable, fused: torch's switches for autograd through the step and fused
-            kernels; rejected when set.
+        differentiable: torch's switch for autograd through the step; rejected when set.
+        fused: optlib's fused path, one compiled kernel over flat buffers
+            (:mod:`optlib.optim._fused`); falls back to foreach, with a warning, without a
+            compiler.
 
     State per parameter (torch's keys, created at construction as torch does): ``step``
-    (0-d tensor) and ``sum`` (:math:`G`).
+    (0-d tensor) and ``sum`` (:math:`G`). Sparse gradients are supported, as in torch.
     """
+
+    _sparse_grads_ok = True
 
     def __init__(
         self,
@@ -110,7 +141,8 @@ class Adagrad(Optimizer):
         check_nonnegative("weight_decay", weight_decay)
         check_nonnegative("initial_accumulator_value", initial_accumulator_value)
         check_nonnegative("eps", eps)
-        self._reject_unsupported(differentiable=differentiable, fused=fused)
+        self._reject_unsupported(differentiable=differentiable)
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             lr_decay=lr_decay,
@@ -120,7 +152,7 @@ class Adagrad(Optimizer):
             foreach=foreach,
             maximize=maximize,
             differentiable=False,
-            fused=None,
+            fused=fused,
         )
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -131,6 +163,7 @@ class Adagrad(Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
             group.setdefault("maximize", False)
 
     def _state(self, p: Tensor) -> dict:
@@ -154,6 +187,8 @@ class Adagrad(Optimizer):
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
         loss = self._evaluate(closure)
         for group in self.param_groups:
+            if group.get("fused") and fused_step(self, group, ADAGRAD_UPDATE):
+                continue
             params, grads = self._params_and_grads(group)
             if not params:
                 continue
@@ -168,9 +203,9 @@ class Adagrad(Optimizer):
                 weight_decay=group["weight_decay"],
                 eps=group["eps"],
             )
-            if group["foreach"]:
+            if use_foreach(group, params):
                 adagrad_update_foreach(params, grads, Gs, steps=steps, **hyper)
                 continue
             for p, g, G, t in zip(params, grads, Gs, steps):
-                adagrad_update(p, g, G, step=t, **hyper)
+                (adagrad_update_sparse if g.is_sparse else adagrad_update)(p, g, G, step=t, **hyper)
         return loss

@@ -63,20 +63,41 @@ which is the reference's training loop written out::
         opt.acc_stats = False
         opt.zero_grad()
 
+**When statistics are gathered.** A forward pass through a tracked layer, in training mode
+(``model.train()``) or inside ``step(closure)``, with gradients enabled, at a statistics step,
+puts a hook on the layer's output; when a backward pass with ``acc_stats`` on reaches it, that
+pass's input and output gradient are folded into :math:`A` and :math:`G` together. So an
+evaluation pass (``model.eval()``, or any forward without a backward) never changes the
+factors, with or without ``torch.no_grad()``, and :math:`A` and :math:`G` always come from the
+same passes. The reference folds :math:`A` at every forward pass with gradients enabled.
+
+**In a training pipeline.** Under ``torch.autocast`` the factors are computed in float32 (the
+layer's input as it arrives, the output gradient upcast) whatever the autocast dtype. An
+in-place operation on a layer's output (``ReLU(inplace=True)``) is fine: the output hook
+receives the gradient of the layer's output as it was before the in-place change.
+``copy.deepcopy``, ``pickle`` and ``torch.save`` of the optimizer (alone or with its model)
+give a working optimizer: the copy re-attaches its hooks to the copied layers, and the hooks a
+copied *model* carries are inert (they belong to no optimizer). :meth:`add_param_group` with
+the parameters of a layer added to the model after construction preconditions that layer too
+(plain SGD until its first statistics step); a parameter that is no Linear/Conv2d weight of the
+model takes plain SGD-momentum steps, as at construction. Complex layers are refused.
+
 Deviations from the reference, none of which changes an update it computes: eigenvalues come from
-:func:`torch.linalg.eigh` in float64 (``torch.symeig`` is gone); hooks are
-:meth:`~torch.nn.Module.register_full_backward_hook` (so a tracked layer's output must not be
-modified in place, e.g. by ``ReLU(inplace=True)``); ``p.grad`` is left untouched; a zero
-gradient gives :math:`\nu = 1` instead of a division by zero; a closure is evaluated; the step
-counter travels in the state dict; a ``Linear`` fed ``(..., in)`` inputs counts every leading
-index as a row; grouped, non-zero-padded or string-padded convolutions are left to plain SGD
-(the reference would mis-shape them).
+:func:`torch.linalg.eigh` in float64 (``torch.symeig`` is gone); statistics as above; ``p.grad``
+is left untouched; a zero gradient gives :math:`\nu = 1` instead of a division by zero; a
+closure is evaluated; the step counter travels in the state dict; a ``Linear`` fed
+``(..., in)`` inputs counts every leading index as a row; grouped, non-zero-padded or
+string-padded convolutions are left to plain SGD (the reference would mis-shape them).
+**Non-finite gradients** make the parameters NaN, as with torch's SGD (a non-finite factor is
+not eigendecomposed: its layer's direction becomes NaN, with a warning).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 
 import torch
@@ -88,16 +109,22 @@ from ._validate import check_beta, check_nonnegative, check_positive, check_posi
 from .sgd import sgd_update
 
 
-def _silence_first_layer_hook_warning() -> None:
-    """Every network's first layer gets an input that needs no gradient; torch then warns at
-    each backward that the full backward hook sees output gradients only, which is all K-FAC
-    needs. Called by each KFAC (warning filters may have been reset since import)."""
-    warnings.filterwarnings(
-        "ignore",
-        message="Full backward hook is firing when gradients are computed with respect to "
-        "module outputs since no inputs require gradients",
-        category=UserWarning,
-    )
+class _LayerHook:
+    """The forward hook a KFAC puts on each of its layers. It holds the optimizer weakly (a
+    discarded optimizer leaves a hook that does nothing), and a copy or a pickle of it, which
+    comes with a copied or pickled *model*, is inert: the optimizer's own copy re-attaches a
+    fresh hook (:meth:`KFAC.__setstate__`), so no layer is ever counted twice."""
+
+    def __init__(self, optimizer: KFAC | None) -> None:
+        self._optimizer = weakref.ref(optimizer) if optimizer is not None else None
+
+    def __call__(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        optimizer = self._optimizer() if self._optimizer is not None else None
+        if optimizer is not None:
+            optimizer._on_forward(module, args, output)
+
+    def __reduce__(self):
+        return (_LayerHook, (None,))
 
 
 #: Eigenvalues at or below this are treated as exactly zero (as in the reference).
@@ -152,6 +179,14 @@ def output_factor(module: nn.Module, s: Tensor, *, batch_averaged: bool) -> Tens
 def eigenbasis(factor: Tensor) -> tuple[Tensor, Tensor]:
     """Eigenvalues ``d`` (those ``<= EIGENVALUE_FLOOR`` zeroed) and eigenvectors ``Q`` of a
     symmetric factor, computed in float64 and returned in the factor's dtype."""
+    if not torch.isfinite(factor).all():  # NaN/inf gradients: a NaN step shows it
+        warnings.warn(
+            "KFAC: non-finite curvature factor (NaN/inf gradients?); the layer's step is NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        nan = torch.full_like(factor, math.nan)
+        return nan[0], nan
     d, Q = torch.linalg.eigh(factor.double())
     d = d * (d > EIGENVALUE_FLOOR)
     return d.to(factor.dtype), Q.to(factor.dtype)
@@ -230,17 +265,53 @@ class KFAC(Optimizer):
         self.batch_averaged = batch_averaged
         self.acc_stats = True
         self.steps = 0
-        optimised = {id(p) for g in self.param_groups for p in g["params"]}
-        self.layers = [m for m in model.modules() if is_kfac_layer(m) and id(m.weight) in optimised]
+        self.model = model
+        self.layers: list[nn.Module] = []
+        self._hooks: list = []
+        self._in_closure = False
+        self._track_new_layers()
         if not self.layers:
             raise ValueError(
                 "Invalid model: it has no nn.Linear or nn.Conv2d layer to precondition"
             )
-        _silence_first_layer_hook_warning()
-        self._hooks = []
-        for m in self.layers:
-            self._hooks.append(m.register_forward_pre_hook(self._record_input))
-            self._hooks.append(m.register_full_backward_hook(self._record_output_grad))
+
+    # --- layers, hooks, copies ----------------------------------------------------------
+
+    def _track_new_layers(self) -> None:
+        """Hook every K-FAC layer of the model whose weight is optimised and not yet tracked."""
+        optimised = {id(p) for g in self.param_groups for p in g["params"]}
+        tracked = {id(m) for m in self.layers}
+        for m in self.model.modules():
+            if is_kfac_layer(m) and id(m.weight) in optimised and id(m) not in tracked:
+                if m.weight.is_complex():
+                    raise ValueError(
+                        f"Invalid model: KFAC does not support complex layers ({m}); its "
+                        "factors are real second moments"
+                    )
+                self.layers.append(m)
+                self._hooks.append(m.register_forward_hook(_LayerHook(self)))
+
+    def add_param_group(self, param_group: dict) -> None:
+        """torch's ``add_param_group``; the model's Linear/Conv2d layers whose weights it adds
+        (e.g. layers added to the model since) are preconditioned from their first statistics
+        step on (plain SGD before it)."""
+        super().add_param_group(param_group)
+        if hasattr(self, "model"):  # not during __init__, which tracks the layers itself
+            self._track_new_layers()
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        keep = ("stat_decay", "kl_clip", "TCov", "TInv", "batch_averaged", "acc_stats", "steps",
+                "model", "layers")  # fmt: skip
+        state.update({k: self.__dict__[k] for k in keep})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        unpickled = "_hooks" not in self.__dict__  # torch's load_state_dict also calls this
+        super().__setstate__(state)
+        if unpickled:
+            self._in_closure = False
+            self._hooks = [m.register_forward_hook(_LayerHook(self)) for m in self.layers]
 
     # --- statistics (hooks) -------------------------------------------------------------
 
@@ -254,24 +325,29 @@ class KFAC(Optimizer):
 
     def _update_factor(self, module: nn.Module, key: str, batch_factor: Tensor) -> None:
         state = self.state[module.weight]
-        dtype = batch_factor.dtype
         if self.steps == 0 or key not in state:  # the reference restarts from I at step 0
-            state[key] = torch.eye(batch_factor.size(0), dtype=dtype, device=batch_factor.device)
+            state[key] = torch.eye(
+                batch_factor.size(0), dtype=batch_factor.dtype, device=batch_factor.device
+            )
         state[key].mul_(self.stat_decay).add_(batch_factor, alpha=1 - self.stat_decay)
 
-    def _record_input(self, module: nn.Module, args: tuple) -> None:
-        if torch.is_grad_enabled() and self._is_stats_step():
-            with torch.no_grad():
-                x = args[0].detach().to(self._factor_dtype(module))
-                self._update_factor(module, "A", input_factor(module, x))
+    def _on_forward(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        """At a statistics step, in training mode or inside ``step(closure)``: hook the output,
+        so that a backward pass folds this pass's input and output gradient."""
+        if not (torch.is_grad_enabled() and isinstance(output, Tensor) and output.requires_grad):
+            return
+        if (module.training or self._in_closure) and self._is_stats_step():
+            x = args[0].detach()
+            output.register_hook(functools.partial(self._on_backward, module, x))
 
-    def _record_output_grad(self, module: nn.Module, grad_input: tuple, grad_output: tuple):
-        if self.acc_stats and self._is_stats_step():
-            with torch.no_grad():
-                s = grad_output[0].detach().to(self._factor_dtype(module))
-                self._update_factor(
-                    module, "G", output_factor(module, s, batch_averaged=self.batch_averaged)
-                )
+    def _on_backward(self, module: nn.Module, x: Tensor, s: Tensor) -> None:
+        if not (self.acc_stats and self._is_stats_step()):
+            return
+        dtype = self._factor_dtype(module)
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            self._update_factor(module, "A", input_factor(module, x.to(dtype)))
+            G = output_factor(module, s.detach().to(dtype), batch_averaged=self.batch_averaged)
+            self._update_factor(module, "G", G)
 
     def backward_sampled_fisher(
         self,
@@ -316,7 +392,11 @@ class KFAC(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` runs the forward and backward passes and returns the loss."""
-        loss = self._evaluate(closure)
+        self._in_closure = True
+        try:
+            loss = self._evaluate(closure)
+        finally:
+            self._in_closure = False
         lr = scalar(self.param_groups[0]["lr"])
         damping = self.param_groups[0]["damping"]
         directions: dict[int, Tensor] = {}
@@ -326,10 +406,13 @@ class KFAC(Optimizer):
                 continue
             state = self.state[m.weight]
             if "A" not in state or "G" not in state:
+                if self.steps > 0:
+                    continue  # a layer added later: plain SGD until its first statistics step
                 raise RuntimeError(
-                    "KFAC has no curvature statistics for a layer: run the forward pass with "
-                    "gradients enabled and a backward pass with acc_stats=True at step 0 "
-                    "(and every TCov steps)"
+                    f"KFAC has no curvature statistics for layer {m}: at step 0 (and every TCov "
+                    "steps) run the forward pass in training mode (model.train()) or inside "
+                    "step(closure), with gradients enabled, then a backward pass with "
+                    "acc_stats=True"
                 )
             if self.steps % self.TInv == 0 or "QA" not in state:
                 state["dA"], state["QA"] = eigenbasis(state["A"])

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ._base import Optimizer, scalar
+from ._moments import real_views
 from ._validate import check_betas, check_nonnegative, check_positive
 
 
@@ -177,10 +178,15 @@ class LAMB(Optimizer):
                 always_adapt=group["always_adapt"],
                 clip_divisor=s,
             )
-            for p, g in zip(params, grads):
+            for p in params:
                 state = self.state[p]
                 if not state:
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                lamb_update(p, g, state["exp_avg"], state["exp_avg_sq"], **hyper)
+            ms = [self.state[p]["exp_avg"] for p in params]
+            vs = [self.state[p]["exp_avg_sq"] for p in params]
+            if any(p.is_complex() for p in params):  # pairs of reals, as torch.optim does
+                params, grads, ms, vs = real_views(params, grads, ms, vs)
+            for p, g, m, v in zip(params, grads, ms, vs):
+                lamb_update(p, g, m, v, **hyper)
         return loss

@@ -56,6 +56,10 @@ from ._base import Optimizer, scalar
 from ._validate import check_choice, check_nonnegative, check_positive_int
 
 Number = float | Tensor  # a step length or a loss: Python float or 0-d tensor, as in torch
+_ONE_GROUP = (
+    "Invalid params: LBFGS doesn't support per-parameter options (parameter groups); it "
+    "optimises one flat vector with one curvature history"
+)
 
 
 def two_loop_direction(
@@ -270,6 +274,12 @@ class LBFGS(Optimizer):
     State (torch's names): ``func_evals``, ``n_iter``, ``d``, ``t``, ``old_dirs`` (the
     :math:`y_i`), ``old_stps`` (the :math:`s_i`), ``ro`` (the :math:`\rho_i`), ``H_diag``
     (:math:`\gamma`), ``prev_flat_grad``, ``prev_loss``, ``al`` (the :math:`\alpha_i`).
+
+    As in torch: :meth:`add_param_group` is refused (torch accepts the group and fails at the
+    next ``step``; optlib refuses it at once, with torch's constructor message), and
+    ``torch.compile(opt.step)`` runs the step eagerly (torch excludes ``LBFGS.step`` from
+    compilation: the line search branches on the loss, and the history grows each iteration).
+    Sparse gradients are used as dense ones, as in torch.
     """
 
     def __init__(
@@ -303,10 +313,15 @@ class LBFGS(Optimizer):
         )
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
-            raise ValueError(
-                "Invalid params: LBFGS doesn't support per-parameter options (parameter groups)"
-            )
+            raise ValueError(_ONE_GROUP)
         self._params: list[Tensor] = self.param_groups[0]["params"]
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Refused once the optimizer has its group: L-BFGS treats all parameters as one vector
+        with one history (torch raises at the next ``step``)."""
+        if self.param_groups:
+            raise ValueError(_ONE_GROUP)
+        super().add_param_group(param_group)
 
     # --- the parameters as one flat vector x -------------------------------------------------
 
@@ -350,9 +365,12 @@ class LBFGS(Optimizer):
 
     # --- the algorithm ----------------------------------------------------------------------
 
+    @torch.compiler.disable(reason="L-BFGS branches on losses, as torch.optim.LBFGS (not compiled)")
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:  # type: ignore[override]
         """Run up to ``max_iter`` L-BFGS iterations; returns the loss before the first one."""
+        if len(self.param_groups) != 1:
+            raise ValueError(_ONE_GROUP)
         group = self.param_groups[0]
         lr = scalar(group["lr"])
         max_iter, max_eval = group["max_iter"], group["max_eval"]

@@ -21,6 +21,17 @@ Two different decays: :math:`\beta_1` (0.9) mixes the fresh gradient into the st
 (``exp_avg``, the reference's name), half of Adam's. Because the update has unit size per
 coordinate, Lion wants a learning rate 3–10× smaller than AdamW's and a weight decay 3–10×
 larger, so that :math:`\eta\lambda` stays comparable.
+
+**Non-finite gradients.** ``torch.sign`` maps NaN to 0, so a literal port freezes a coordinate
+for ever after one NaN gradient: the momentum stays NaN, the step stays 0, and nothing says so.
+Here a non-finite :math:`c_t` (a NaN or infinite gradient, or a momentum that has become one)
+makes the parameter NaN (:func:`._moments.sign_`), which is what torch.optim's Adam, AdamW and
+SGD do with the same gradient (their :math:`m/\sqrt v` or step is non-finite): the loss turns NaN
+at once, and ``torch.amp.GradScaler`` (which skips the step on an inf gradient) works as with
+torch's optimizers. The reference has no such case: this is optlib's choice.
+
+**Complex parameters** are optimised as pairs of reals (``torch.view_as_real``), as torch.optim
+does for its optimizers: the real and imaginary parts each move by :math:`\pm\eta`.
 """
 
 from __future__ import annotations
@@ -31,6 +42,9 @@ import torch
 from torch import Tensor
 
 from ._base import Optimizer, scalar
+from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
+from ._fused_updates import LION_UPDATE
+from ._moments import real_views, sign_
 from ._validate import check_betas, check_nonnegative
 
 
@@ -47,7 +61,7 @@ def lion_update(
     r"""One Lion step on one tensor, in place (``theta`` and the momentum ``m``)."""
     theta.mul_(1 - lr * weight_decay)
     c = m.mul(beta1).add_(g, alpha=1 - beta1)
-    theta.add_(c.sign_(), alpha=-lr)
+    theta.add_(sign_(c), alpha=-lr)
     m.mul_(beta2).add_(g, alpha=1 - beta2)
 
 
@@ -65,13 +79,13 @@ def lion_update_foreach(
     torch._foreach_mul_(thetas, 1 - lr * weight_decay)
     cs = torch._foreach_mul(ms, beta1)
     torch._foreach_add_(cs, gs, alpha=1 - beta1)
-    torch._foreach_sign_(cs)
+    sign_(cs)  # NaN where c is not finite
     torch._foreach_add_(thetas, cs, alpha=-lr)
     torch._foreach_mul_(ms, beta2)
     torch._foreach_add_(ms, gs, alpha=1 - beta2)
 
 
-class Lion(Optimizer):
+class Lion(KeepsDispatch, Optimizer):
     r"""Lion (EvoLved Sign Momentum), as in google/automl's ``lion_pytorch.py``.
 
     Args:
@@ -81,7 +95,11 @@ class Lion(Optimizer):
             step, and the momentum decay.
         weight_decay: decoupled weight decay :math:`\lambda \ge 0` (multiplied by ``lr``).
         maximize: ascend instead of descend (not in the reference; off by default).
-        foreach: use the multi-tensor path.
+        foreach: use the multi-tensor path (``None``: as torch picks, foreach on CUDA and the
+            per-tensor loop on the CPU).
+        fused: optlib's fused path, one compiled kernel over flat buffers
+            (:mod:`optlib.optim._fused`); falls back to foreach, with a warning, without a
+            compiler.
     """
 
     def __init__(
@@ -93,13 +111,16 @@ class Lion(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_nonnegative("lr", lr)
         check_betas(betas)
         check_nonnegative("weight_decay", weight_decay)
+        check_fused(fused, foreach)
         defaults = dict(
-            lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize, foreach=foreach
-        )
+            lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize, foreach=foreach,
+            fused=fused,
+        )  # fmt: skip
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -107,6 +128,8 @@ class Lion(Optimizer):
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
         loss = self._evaluate(closure)
         for group in self.param_groups:
+            if group.get("fused") and fused_step(self, group, LION_UPDATE):
+                continue
             params, grads = self._params_and_grads(group)
             if not params:
                 continue
@@ -116,6 +139,8 @@ class Lion(Optimizer):
                 if "exp_avg" not in state:
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 ms.append(state["exp_avg"])
+            if any(p.is_complex() for p in params):
+                params, grads, ms = real_views(params, grads, ms)
             beta1, beta2 = group["betas"]
             hyper = dict(
                 lr=scalar(group["lr"]),
@@ -123,7 +148,7 @@ class Lion(Optimizer):
                 beta2=beta2,
                 weight_decay=group["weight_decay"],
             )
-            if group["foreach"]:
+            if use_foreach(group, params):
                 lion_update_foreach(params, grads, ms, **hyper)
             else:
                 for p, g, m in zip(params, grads, ms):

@@ -31,6 +31,22 @@ Deviations from the reference (none changes an update of a parameter that has a 
 * every tensor with more than 2 dimensions is flattened to ``(shape[0], -1)`` (the reference
   flattens 4-D tensors only) and rows/cols are read from that matrix (as the reference does since
   its fix of issue #63; earlier versions read the kernel's ``kh/kw``).
+
+**optlib.Muon and torch.optim.Muon.** torch 2.13 ships its own ``torch.optim.Muon`` with the same
+update rule (it cites this reference) but not the same defaults: optlib follows the authors,
+``lr=0.02, weight_decay=0``; torch has ``lr=1e-3, weight_decay=0.1``. So
+``optlib.Muon(params)`` is *not* ``torch.optim.Muon(params)``; pass torch's values to get
+torch's run. Beyond that, optlib takes torch's arguments too (``ns_coefficients``, ``eps``,
+``adjust_lr_fn``, with torch's defaults) and keeps torch's state layout (``momentum_buffer``),
+so a ``torch.optim.Muon`` state dict loads into ``optlib.Muon`` and an ``optlib.Muon`` state dict
+into ``torch.optim.Muon`` (:meth:`Muon.load_state_dict`). With equal hyperparameters the two
+agree to the rounding of the bfloat16 iteration, not bit for bit: torch normalises by
+:math:`\max(\lVert u\rVert_F, \epsilon)` and fuses the products with ``addmm``, the reference
+divides by :math:`\lVert u\rVert_F + \epsilon`. optlib adds ``ns_dtype`` (torch always
+iterates in bfloat16) and accepts tensors of more than 2 dimensions (torch: matrices only).
+Complex parameters are refused at construction (torch refuses them at the first step): the
+iteration would need :math:`XX^H` and a complex dtype, and casting to bfloat16 would drop the
+imaginary part.
 """
 
 from __future__ import annotations
@@ -41,8 +57,17 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from ._base import Optimizer, new_step_counter, scalar, scalar_step
-from ._validate import check_beta, check_betas, check_nonnegative, check_positive_int
+from ._base import Optimizer, new_step_counter, scalar, step_value
+from ._moments import real_views
+from ._validate import (
+    check_beta,
+    check_betas,
+    check_choice,
+    check_flag,
+    check_interval,
+    check_nonnegative,
+    check_positive_int,
+)
 from .adam import adam_update
 
 #: Coefficients (a, b, c) of the quintic Newton–Schulz iteration, chosen by the authors to
@@ -50,12 +75,23 @@ from .adam import adam_update
 #: a band around 1 instead of to 1 exactly.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
-_MUON_DEFAULTS = dict(lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True, ns_steps=5)
+_MUON_DEFAULTS = dict(
+    lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True, ns_steps=5,
+    ns_coefficients=NS_COEFFICIENTS, eps=1e-7, adjust_lr_fn=None,
+)  # fmt: skip
+#: ``adjust_lr_fn`` values (torch.optim.Muon's): the reference's √max(1, rows/cols), or Moonshot's
+#: 0.2·√max(rows, cols), which gives the update AdamW's RMS (Liu et al., 2025).
+ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 _ADAMW_DEFAULTS = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
 
 
 def newton_schulz5(
-    G: Tensor, steps: int = 5, *, dtype: torch.dtype | None = torch.bfloat16
+    G: Tensor,
+    steps: int = 5,
+    *,
+    dtype: torch.dtype | None = torch.bfloat16,
+    coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+    eps: float = 1e-7,
 ) -> Tensor:
     r"""Approximately orthogonalise the matrix ``G`` (its "zeroth power" :math:`UV^\top`).
 
@@ -74,22 +110,33 @@ def newton_schulz5(
         steps: number of iterations.
         dtype: the dtype the iteration runs in; ``torch.bfloat16`` (the reference's choice, fast
             on accelerators) by default, ``None`` for ``G``'s own dtype (e.g. float64 in tests).
+        coefficients: :math:`(a, b, c)`.
+        eps: the :math:`10^{-7}` added to the norm.
 
     Returns:
         the orthogonalised matrix, same shape as ``G``, in ``dtype``.
     """
     if G.ndim != 2:
         raise ValueError(f"newton_schulz5 expects a matrix, got a tensor of shape {tuple(G.shape)}")
-    a, b, c = NS_COEFFICIENTS
+    a, b, c = coefficients
     X = G.to(dtype) if dtype is not None else G
     tall = G.size(0) > G.size(1)
     if tall:
         X = X.T  # iterate on the wide orientation: A = X Xᵀ is the smaller Gram matrix
-    X = X / (X.norm() + 1e-7)
+    X = X / (X.norm() + eps)
     for _ in range(steps):
         A = X @ X.T
         X = a * X + (b * A + c * A @ A) @ X
     return X.T if tall else X
+
+
+def update_scale(rows: int, cols: int, adjust_lr_fn: str | None = None) -> float:
+    r"""The factor on :math:`\mathrm{NS}_5(u)`: the reference's
+    :math:`\sqrt{\max(1, \text{rows}/\text{cols})}` (``None``, ``"original"``), or
+    :math:`0.2\sqrt{\max(\text{rows}, \text{cols})}` (``"match_rms_adamw"``, as torch)."""
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    return math.sqrt(max(1.0, rows / cols))
 
 
 def muon_update(
@@ -103,19 +150,28 @@ def muon_update(
     ns_steps: int,
     weight_decay: float,
     ns_dtype: torch.dtype | None,
+    ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+    eps: float = 1e-7,
+    adjust_lr_fn: str | None = None,
 ) -> None:
     r"""One Muon step on one weight tensor, in place (``b`` is the momentum buffer :math:`b`)."""
     b.lerp_(g, 1 - momentum)
     u = g.lerp(b, momentum) if nesterov else b
     U = u.reshape(len(u), -1) if u.ndim > 2 else u
-    o = newton_schulz5(U, ns_steps, dtype=ns_dtype)
-    o = o * math.sqrt(max(1.0, U.size(0) / U.size(1)))
+    o = newton_schulz5(U, ns_steps, dtype=ns_dtype, coefficients=ns_coefficients, eps=eps)
+    o = o * update_scale(U.size(0), U.size(1), adjust_lr_fn)
     theta.mul_(1 - lr * weight_decay)
     theta.add_(o.reshape_as(theta), alpha=-lr)
 
 
 def _check_muon_params(params: Iterable[Tensor]) -> None:
     for p in params:
+        if p.is_complex():
+            raise ValueError(
+                f"Invalid params: Muon does not support complex parameters (got one of shape "
+                f"{tuple(p.shape)}): Newton-Schulz in bfloat16 would drop the imaginary part. "
+                "Optimise it with AdamW (MuonWithAuxAdamW's AdamW groups take complex ones)."
+            )
         if p.ndim < 2:
             raise ValueError(
                 f"Invalid params: Muon only updates matrices (ndim >= 2), got a parameter of "
@@ -129,8 +185,14 @@ def _check_muon_hyper(group: dict) -> None:
     check_beta("momentum", group["momentum"])
     check_nonnegative("weight_decay", group["weight_decay"])
     check_positive_int("ns_steps", group["ns_steps"])
-    if not isinstance(group["nesterov"], bool):
-        raise ValueError(f"Invalid nesterov: {group['nesterov']!r}; allowed values are True/False")
+    check_flag("nesterov", group["nesterov"])
+    check_nonnegative("eps", group["eps"])
+    check_choice("adjust_lr_fn", group["adjust_lr_fn"], ADJUST_LR_FNS)
+    coefficients = group["ns_coefficients"]
+    if not isinstance(coefficients, tuple | list) or len(coefficients) != 3:
+        raise ValueError(f"Invalid ns_coefficients: {coefficients!r}; expected (a, b, c)")
+    for name, value in zip("abc", coefficients):
+        check_interval(f"ns_coefficients {name}", value, -math.inf)
 
 
 def _muon_step_group(optimizer: torch.optim.Optimizer, group: dict) -> None:
@@ -141,6 +203,9 @@ def _muon_step_group(optimizer: torch.optim.Optimizer, group: dict) -> None:
         ns_steps=group["ns_steps"],
         weight_decay=group["weight_decay"],
         ns_dtype=group["ns_dtype"],
+        ns_coefficients=tuple(group["ns_coefficients"]),
+        eps=group["eps"],
+        adjust_lr_fn=group["adjust_lr_fn"],
     )
     for p in group["params"]:
         if p.grad is None:
@@ -164,6 +229,13 @@ class Muon(Optimizer):
         ns_dtype: dtype of the Newton–Schulz iteration: ``torch.bfloat16`` as in the reference,
             or ``None`` to run it in each parameter's own dtype (exact float64 checks; also
             much faster on CPUs without native bfloat16 matrix products).
+        ns_coefficients: :math:`(a, b, c)` of the iteration (torch.optim.Muon's argument).
+        eps: added to :math:`\lVert u\rVert_F` before dividing (torch.optim.Muon's argument).
+        adjust_lr_fn: ``None``/``"original"`` (the reference's scale) or ``"match_rms_adamw"``
+            (torch.optim.Muon's argument, :func:`update_scale`).
+
+    **Defaults differ from torch.optim.Muon** (lr 0.02 and weight decay 0 here, the authors'
+    values; 1e-3 and 0.1 in torch): see the module docstring. Its state dicts load both ways.
     """
 
     def __init__(
@@ -176,6 +248,9 @@ class Muon(Optimizer):
         ns_steps: int = 5,
         *,
         ns_dtype: torch.dtype | None = torch.bfloat16,
+        ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+        eps: float = 1e-7,
+        adjust_lr_fn: str | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -184,6 +259,9 @@ class Muon(Optimizer):
             nesterov=nesterov,
             ns_steps=ns_steps,
             ns_dtype=ns_dtype,
+            ns_coefficients=tuple(ns_coefficients),
+            eps=eps,
+            adjust_lr_fn=adjust_lr_fn,
         )
         _check_muon_hyper(defaults)
         super().__init__(params, defaults)
@@ -195,6 +273,14 @@ class Muon(Optimizer):
         super().add_param_group(param_group)
         _check_muon_hyper(self.param_groups[-1])
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's loader, also for a ``torch.optim.Muon`` state dict (or an older optlib one):
+        a hyperparameter the saved groups lack (``ns_dtype``, which torch does not have) keeps
+        this optimizer's value; the loaded groups are then checked like the constructor's."""
+        _load_filling_groups(self, state_dict)
+        for group in self.param_groups:
+            _check_muon_hyper(group)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
@@ -202,6 +288,22 @@ class Muon(Optimizer):
         for group in self.param_groups:
             _muon_step_group(self, group)
         return loss
+
+
+def _load_filling_groups(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
+    """``torch.optim.Optimizer.load_state_dict`` with every saved group completed by the
+    current group's hyperparameters where it lacks one (a state dict from torch.optim.Muon or
+    from an older optlib)."""
+    if len(state_dict["param_groups"]) != len(optimizer.param_groups):
+        raise ValueError(
+            "loaded state dict has a different number of parameter groups "
+            f"({len(state_dict['param_groups'])}, this optimizer {len(optimizer.param_groups)})"
+        )
+    groups = [
+        {**{k: v for k, v in current.items() if k != "params"}, **saved}
+        for current, saved in zip(optimizer.param_groups, state_dict["param_groups"])
+    ]
+    torch.optim.Optimizer.load_state_dict(optimizer, {**state_dict, "param_groups": groups})
 
 
 class MuonWithAuxAdamW(Optimizer):
@@ -262,6 +364,11 @@ class MuonWithAuxAdamW(Optimizer):
             check_nonnegative("weight_decay", group["weight_decay"])
         super().add_param_group(group)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's loader; a saved group that lacks a hyperparameter (an older optlib state dict)
+        keeps this optimizer's value for it."""
+        _load_filling_groups(self, state_dict)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
@@ -280,12 +387,15 @@ class MuonWithAuxAdamW(Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
+                # complex parameters as pairs of reals, as torch.optim's AdamW
+                (p, g, m, v), = zip(*real_views([p], [p.grad], [state["exp_avg"]],
+                                               [state["exp_avg_sq"]]))  # fmt: skip
                 adam_update(
                     p,
-                    p.grad,
-                    state["exp_avg"],
-                    state["exp_avg_sq"],
-                    step=scalar_step(state["step"]),
+                    g,
+                    m,
+                    v,
+                    step=step_value(state["step"]),
                     lr=scalar(group["lr"]),
                     beta1=beta1,
                     beta2=beta2,
@@ -313,7 +423,8 @@ def muon_param_groups(
       ``nn.Linear`` in ``model.modules()``), and every parameter with ``ndim < 2`` (biases, gains).
 
     A tied parameter (the head sharing the embedding's weight) appears once, on the AdamW side.
-    ``muon_kwargs`` (momentum, nesterov, ns_steps, ns_dtype) go to the Muon group. Empty groups
+    ``muon_kwargs`` (momentum, nesterov, ns_steps, ns_dtype, ns_coefficients, eps,
+    adjust_lr_fn) go to the Muon group. Empty groups
     are left out.
     """
     if head is None:

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from ._base import Optimizer, scalar
+from ._moments import real_views
 from ._validate import check_beta, check_interval, check_nonnegative, check_positive
 
 
@@ -239,6 +240,8 @@ class AdamWScheduleFree(Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             zs = [self.state[p]["z"] for p in params]
             vs = [self.state[p]["exp_avg_sq"] for p in params]
+            if any(p.is_complex() for p in params):  # pairs of reals, as torch.optim does
+                params, grads, zs, vs = real_views(params, grads, zs, vs)
             hyper = dict(
                 lr=lr,
                 beta1=beta1,

@@ -12,6 +12,10 @@ Same arguments, defaults and results as :class:`torch.optim.SGD`.
        \end{cases} \\
    \theta_t &\leftarrow \theta_{t-1} - \eta\, d_t
 
+Sparse gradients (``nn.Embedding(sparse=True)``) are handled as torch does: the same lines run
+on the sparse tensor (the momentum buffer then is sparse too), and the multi-tensor path falls
+back to the per-tensor loop, since ``torch._foreach_*`` kernels are dense-only.
+
 With :math:`\beta = 0` this is plain gradient descent, :math:`\theta_t = \theta_{t-1} - \eta g_t`
 (Cauchy, 1847). Momentum is Polyak's heavy ball (1964) in the convention of Sutskever et al.
 (2013), with torch's first step :math:`b_1 = g_1` (no dampening on the first step).
@@ -25,6 +29,8 @@ import torch
 from torch import Tensor
 
 from ._base import Optimizer, scalar
+from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
+from ._fused_updates import SGD_UPDATE
 from ._validate import check_nonnegative
 
 
@@ -67,6 +73,10 @@ def sgd_update_foreach(
     nesterov: bool,
 ) -> list[Tensor | None]:
     """The same step on many tensors at once through ``torch._foreach_*`` kernels."""
+    if any(g.is_sparse for g in gs):  # dense-only kernels: loop over the tensors, as torch does
+        hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                     nesterov=nesterov)  # fmt: skip
+        return [sgd_update(p, g, b, **hyper) for p, g, b in zip(thetas, gs, bs)]
     if weight_decay != 0:
         gs = torch._foreach_add(gs, thetas, alpha=weight_decay)
     if momentum != 0:
@@ -86,7 +96,7 @@ def sgd_update_foreach(
     return bs
 
 
-class SGD(Optimizer):
+class SGD(KeepsDispatch, Optimizer):
     r"""Stochastic gradient descent (optionally with momentum); drop-in :class:`torch.optim.SGD`.
 
     Args:
@@ -97,8 +107,16 @@ class SGD(Optimizer):
         weight_decay: L2 penalty :math:`\lambda \ge 0`, added to the gradient.
         nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
         maximize: ascend instead of descend.
-        foreach: use the multi-tensor path.
+        foreach: use the multi-tensor path (``None``: as torch picks, foreach on CUDA and the
+            per-tensor loop on the CPU).
+        fused: optlib's fused path, one compiled kernel over flat buffers
+            (:mod:`optlib.optim._fused`); falls back to foreach, with a warning, without a
+            compiler.
+
+    Sparse gradients are supported, as in torch (see the module docstring).
     """
+
+    _sparse_grads_ok = True
 
     def __init__(
         self,
@@ -123,7 +141,8 @@ class SGD(Optimizer):
                 "Invalid nesterov: True requires momentum > 0 and dampening == 0 "
                 f"(got momentum={momentum!r}, dampening={dampening!r})"
             )
-        self._reject_unsupported(differentiable=differentiable, fused=fused)
+        self._reject_unsupported(differentiable=differentiable)
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -133,7 +152,7 @@ class SGD(Optimizer):
             maximize=maximize,
             foreach=foreach,
             differentiable=False,
-            fused=None,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -143,12 +162,15 @@ class SGD(Optimizer):
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
         loss = self._evaluate(closure)
         for group in self.param_groups:
+            if group.get("fused") and fused_step(self, group, SGD_UPDATE):
+                continue
             params, grads = self._params_and_grads(group)
             if not params:
                 continue
@@ -160,7 +182,7 @@ class SGD(Optimizer):
                 weight_decay=group["weight_decay"],
                 nesterov=group["nesterov"],
             )
-            if group["foreach"]:
+            if use_foreach(group, params):
                 bs = sgd_update_foreach(params, grads, bs, **hyper)
             else:
                 bs = [sgd_update(p, g, b, **hyper) for p, g, b in zip(params, grads, bs)]

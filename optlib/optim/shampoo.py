@@ -256,7 +256,14 @@ class Shampoo(Optimizer):
         maximize: ascend instead of descend.
 
     ``merge_dims`` and ``max_preconditioner_dim`` fix the state's layout at the first step.
+
+    Complex parameters are refused at construction (ValueError): the factors would need
+    Hermitian algebra; ``torch.view_as_real(p)`` optimises the real and imaginary parts instead.
     """
+
+    _complex_params_refused = (
+        "its Kronecker factors are real symmetric matrices; optimise torch.view_as_real(p) instead"
+    )
 
     def __init__(
         self,

@@ -283,7 +283,14 @@ class SOAP(Optimizer):
 
     ``merge_dims``, ``max_precond_dim``, ``precondition_1d`` and ``data_format`` fix the
     state's layout at the first step.
+
+    Complex parameters are refused at construction (ValueError): the factors would need
+    Hermitian algebra; ``torch.view_as_real(p)`` optimises the real and imaginary parts instead.
     """
+
+    _complex_params_refused = (
+        "its eigenbases are real orthogonal matrices; optimise torch.view_as_real(p) instead"
+    )
 
     def __init__(
         self,

@@ -38,6 +38,15 @@ moves by more than :math:`\eta`. The two variants differ in :math:`\hat h` and :
   i.e. the denominator is :math:`\max(\rho h, \epsilon)` (see :class:`SophiaH`).
 
 Until the first ``update_hessian()`` :math:`h = 0` and every coordinate takes the sign step.
+
+**Complex parameters** are optimised as pairs of reals (``torch.view_as_real``), as torch.optim
+does: :math:`m`, :math:`h` and the clipped step are taken per real and imaginary part, the GNB
+estimate squares each part of the gradient, and Hutchinson's probe has an independent
+Rademacher sign for each part. **Non-finite gradients** make the parameters NaN, as with torch's
+Adam: a NaN or infinite :math:`m` steps by NaN (:func:`._moments.sign_`; an infinite :math:`m`
+would otherwise clip to a full step in the same direction at every step, for ever), and a NaN
+:math:`h` makes the clipped ratio NaN; an infinite curvature estimate is stored as NaN (it
+would otherwise divide the step to 0, freezing the coordinate).
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import Optimizer, new_step_counter, scalar
+from ._moments import real_views, sign_
 from ._validate import check_betas, check_nonnegative, check_positive
 
 # --- the two diagonal Hessian estimators ---------------------------------------------------
@@ -95,9 +105,20 @@ def gnb_hessian_estimate(
 
 
 def rademacher_like(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """A tensor shaped like ``p`` with independent entries ±1, each with probability 1/2."""
+    """A tensor shaped like ``p`` with independent entries ±1, each with probability 1/2
+    (for a complex ``p``, its real and imaginary parts each ±1)."""
+    if p.is_complex():
+        return torch.view_as_complex(rademacher_like(torch.view_as_real(p), generator))
     bits = torch.randint(0, 2, p.shape, generator=generator, device=p.device)
     return bits.to(p.dtype).mul_(2).sub_(1)
+
+
+def _pairwise_product(u: Tensor, v: Tensor) -> Tensor:
+    """``u * v`` entry by entry, a complex tensor's real and imaginary parts taken as two
+    real entries (not the complex product)."""
+    if u.is_complex():
+        return torch.view_as_complex(torch.view_as_real(u) * torch.view_as_real(v))
+    return u * v
 
 
 def hutchinson_hessian_estimate(
@@ -132,9 +153,15 @@ def hutchinson_hessian_estimate(
         for i, Hu in zip(live, products):
             Hus[i] = Hu
     return [
-        torch.zeros_like(p) if Hu is None else (u * Hu).detach()
+        torch.zeros_like(p) if Hu is None else _pairwise_product(u, Hu).detach()
         for p, u, Hu in zip(params, us, Hus)
     ]
+
+
+def _nan_if_infinite_(h: Tensor) -> None:
+    """An infinite curvature estimate becomes NaN (in place): dividing by it would give a step
+    of 0, a coordinate frozen for ever without a sign; NaN shows in the parameters."""
+    h.add_(h - h)
 
 
 # --- the update ----------------------------------------------------------------------------
@@ -143,7 +170,7 @@ def hutchinson_hessian_estimate(
 def _clipped_sign_step_(theta: Tensor, m: Tensor, denominator: Tensor, lr: float) -> None:
     r""":math:`\theta \leftarrow \theta - \eta\,\operatorname{sign}(m)\min(|m|/d,\ 1)`."""
     ratio = m.abs().div_(denominator).clamp_(max=1)
-    theta.addcmul_(m.sign(), ratio, value=-lr)
+    theta.addcmul_(sign_(m.clone()), ratio, value=-lr)  # NaN where m is not finite
 
 
 def sophiag_update(
@@ -209,7 +236,8 @@ def _sophia_update_foreach(
     ratios = torch._foreach_abs(ms)
     torch._foreach_div_(ratios, denominators)
     torch._foreach_clamp_max_(ratios, 1.0)
-    torch._foreach_addcmul_(thetas, torch._foreach_sign(ms), ratios, value=-lr)
+    signs = sign_(torch._foreach_add(ms, 0.0))  # a copy of m; NaN where m is not finite
+    torch._foreach_addcmul_(thetas, signs, ratios, value=-lr)
 
 
 class _Sophia(Optimizer):
@@ -261,6 +289,8 @@ class _Sophia(Optimizer):
                 state["step"] += 1
             ms = [state["exp_avg"] for state in states]
             hs = [state["hessian"] for state in states]
+            if any(p.is_complex() for p in params):
+                params, grads, ms, hs = real_views(params, grads, ms, hs)
             hyper = dict(
                 lr=scalar(group["lr"]),
                 beta1=group["betas"][0],
@@ -332,8 +362,9 @@ class SophiaG(_Sophia):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                h = self._state_of(p)["hessian"]
-                h.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                h, g = real_views([self._state_of(p)["hessian"]], [p.grad])
+                h[0].mul_(beta2).addcmul_(g[0], g[0], value=1 - beta2)
+                _nan_if_infinite_(h[0])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None, bs: float = 5120) -> Tensor | None:
@@ -409,8 +440,9 @@ class SophiaH(_Sophia):
                 beta2 = group["betas"][1]
                 sign = -1.0 if group["maximize"] else 1.0
                 for p in ps:
-                    h = self._state_of(p)["hessian"]
-                    h.mul_(beta2).add_(next(it), alpha=sign * (1 - beta2))
+                    h, h_hat = real_views([self._state_of(p)["hessian"]], [next(it)])
+                    h[0].mul_(beta2).add_(h_hat[0], alpha=sign * (1 - beta2))
+                    _nan_if_infinite_(h[0])
         return loss.detach()
 
     @torch.no_grad()
