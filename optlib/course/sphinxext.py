@@ -14,6 +14,16 @@ turn it into their own nodes):
 ``{grill-all}``
     every bank, by chapter (the appendix page).
 
+Numbers in grill banks and exercise text are glue roles, ``{glue:text}`key:fmt```, naming a
+value the bank's (or master's) own chapter glues. On the chapter's page they stay as written
+(myst-nb fills them from the page's own glue); on any other page (the appendix) they are pointed
+at the chapter, ``{glue:text}`/chapters/01_x.ipynb::key:fmt```, which myst-nb fills from the
+executed chapter when it writes the page, and such a page is re-read whenever that chapter is.
+After an HTML build every chapter's glued values are written to ``_static/glue_values.json``
+for the self-quiz notebook (:func:`optlib.course.grill.load_glue_values`). With
+``optlib_resolve_glue = False`` (a project without executed chapters) they render as
+placeholders naming the chapter.
+
 Hiding solutions: ``optlib_hide_solutions = True`` (default: the environment variable
 ``OPTLIB_HIDE_SOLUTIONS=1``, as ``make book-student`` sets) removes every sphinx-exercise
 solution, including gated ones, with a transform that runs after sphinx-exercise merges gated
@@ -26,8 +36,11 @@ Add ``optlib.course.sphinxext`` after ``sphinx_exercise`` and ``sphinx_design`` 
 
 from __future__ import annotations
 
+import json
 import os
+import posixpath
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +114,13 @@ class ChapterExercises(_GeneratedMyST):
         except MasterFormatError as err:
             raise self.error(str(err)) from None
         out = [self._download_line(name)]
+        glued = _glue_rewriter(self, name)
         for q in master.questions:
             label = f"ex-{name}-{q.name}"
             prompt = "\n\n".join(
-                _strip_first_heading(_cell_source(c)) for c in q.prompt if _cell_source(c).strip()
+                glued(_strip_first_heading(_cell_source(c)))
+                for c in q.prompt
+                if _cell_source(c).strip()
             )
             points = f"{q.points:g} point{'s' if q.points != 1 else ''}"
             how = "graded by hand" if q.manual else f'check with `grader.check("{q.name}")`'
@@ -120,7 +136,7 @@ class ChapterExercises(_GeneratedMyST):
                     fence = _fence(code)
                     parts.append(f"{fence}python\n{code}\n{fence}")
                 elif src.strip():
-                    parts.append(src.strip())
+                    parts.append(glued(src.strip()))
             sol = "\n\n".join(parts) or "*No model solution.*"
             outer = _colons(sol)
             out.append(f"{outer}{{solution}} {label}\n:class: dropdown\n\n{sol}\n{outer}")
@@ -156,17 +172,20 @@ def _strip_first_heading(markdown: str) -> str:
     return "\n".join(lines).strip()
 
 
-def _grill_items(bank: Any, start: int = 1, named: bool = True) -> list[str]:
-    """MyST dropdowns for a bank's questions (``named``: with a ``grill-<id>`` target)."""
+def _grill_items(
+    bank: Any, start: int = 1, named: bool = True, glued: Callable[[str], str] = str
+) -> list[str]:
+    """MyST dropdowns for a bank's questions (``named``: with a ``grill-<id>`` target; ``glued``
+    rewrites the glue roles of a text for the page, see :func:`_glue_rewriter`)."""
     items = []
     for i, q in enumerate(bank.questions, start):
         meta = f"*{q.difficulty}; {', '.join(q.tags)}*"
-        body = ("{bdg-warning}`trap` " if q.trap else "") + f"{q.answer}\n\n{meta}"
+        body = ("{bdg-warning}`trap` " if q.trap else "") + f"{glued(q.answer)}\n\n{meta}"
         fence = _colons(body)
         trap = " *(trap)*" if q.trap else ""
         options = ":color: warning\n:icon: alert\n" if q.trap else ""
         options += f":name: grill-{q.id}\n" if named else ""
-        title = f"**Q{i}.**{trap} {_one_line(q.question)}"
+        title = f"**Q{i}.**{trap} {_one_line(glued(q.question))}"
         items.append(f"{fence}{{dropdown}} {title}\n{options}\n{body}\n{fence}")
     return items
 
@@ -175,6 +194,102 @@ _GRILL_INTRO = (
     "Click a question to show its model answer. Questions marked *(trap)*, in amber, invite a "
     "plausible wrong answer."
 )
+
+
+# --- numbers glued by the chapters, in grill banks and exercise text -----------------------------
+
+
+def _chapter_of(name: str) -> int | None:
+    """``01_gradient_descent`` -> 1."""
+    head = name.split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _glue_rewriter(directive: SphinxDirective, name: str, chapter: int | None = None):
+    """How the glue roles of bank or master ``name`` are written on the directive's page:
+
+    * on the page of the chapter named ``name`` (``optlib_chapters_dir``/``name``), or on any
+      notebook page when the project has no such chapter: as they are, so myst-nb fills them
+      from the page's own glue;
+    * on any other page (the appendix): pointed at the chapter (``/chapters/<name>.ipynb::key``),
+      which myst-nb fills from the executed chapter when it writes the page; the page is noted
+      as depending on the chapter, so it is re-read whenever the chapter is;
+    * with ``optlib_resolve_glue = False``: a placeholder naming the chapter.
+    """
+    from .grill import GLUE_ROLE, GlueRef, fill_glue
+
+    env, config = directive.env, directive.config
+    chapter = chapter if chapter is not None else _chapter_of(name)
+    if not config.optlib_resolve_glue:
+        return lambda text: fill_glue(text, None, chapter)
+    folder = config.optlib_chapters_dir
+    doc = posixpath.join(folder, name) if folder else name
+    here_is_notebook = env.doc2path(env.docname, False).endswith(".ipynb")
+    if env.docname == doc or (doc not in env.found_docs and here_is_notebook):
+        return str
+    if doc not in env.found_docs:
+        return lambda text: text  # no chapter to read from: myst-nb warns about each key
+    target = "/" + env.doc2path(doc, False)
+
+    def point(match: re.Match) -> str:
+        ref = GlueRef.parse(match[1], match[2])
+        if ref.doc:
+            return match[0]
+        dependents = env.__dict__.setdefault("optlib_glue_dependents", {})
+        dependents.setdefault(env.docname, set()).add(doc)
+        return f"{{{ref.role}}}`{ref.content(target)}`"
+
+    return lambda text: GLUE_ROLE.sub(point, text)
+
+
+def _reread_glue_dependents(
+    app: Sphinx, env: Any, added: set[str], changed: set[str], removed: set[str]
+) -> list[str]:
+    """Pages that paste values from a chapter being re-read are re-read (and rewritten) too."""
+    touched = set(added) | set(changed) | set(removed)
+    dependents = getattr(env, "optlib_glue_dependents", {})
+    return sorted(d for d, docs in dependents.items() if docs & touched and d not in touched)
+
+
+def _purge_glue_dependents(app: Sphinx, env: Any, docname: str) -> None:
+    getattr(env, "optlib_glue_dependents", {}).pop(docname, None)
+
+
+def _merge_glue_dependents(app: Sphinx, env: Any, docnames: set[str], other: Any) -> None:
+    theirs = getattr(other, "optlib_glue_dependents", {})
+    mine = env.__dict__.setdefault("optlib_glue_dependents", {})
+    for doc in docnames:
+        if doc in theirs:
+            mine[doc] = set(theirs[doc])
+
+
+def _write_glue_values(app: Sphinx, exception: Exception | None) -> None:
+    """After an HTML build, write every page's glued values (their ``text/plain``) to
+    ``_static/glue_values.json``: ``{"chapters": {"01_gradient_descent": {key: value}}}``."""
+    from .grill import GLUE_VALUES
+
+    mystnb = getattr(app.env, "mystnb_config", None)
+    if exception is not None or app.builder.format != "html" or mystnb is None:
+        return
+    folder = Path(mystnb.output_folder)
+    listed = getattr(app.env, "nb_metadata", {})
+    chapters: dict[str, dict[str, str]] = {}
+    for doc in sorted(app.env.found_docs):
+        path = folder.joinpath(*doc.split("/")).with_name(f"{posixpath.basename(doc)}.glue.json")
+        keys = listed.get(doc, {}).get("glue")
+        if not keys or not path.is_file():
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        values = {
+            k: data[k]["data"]["text/plain"]
+            for k in keys
+            if "text/plain" in data.get(k, {}).get("data", {})
+        }
+        if values:
+            chapters[posixpath.basename(doc)] = values
+    out = Path(app.outdir) / "_static" / GLUE_VALUES
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"format": 1, "chapters": chapters}, indent=1, sort_keys=True))
 
 
 class Grill(_GeneratedMyST):
@@ -194,7 +309,8 @@ class Grill(_GeneratedMyST):
             bank = load_bank(path)
         except GrillError as err:
             raise self.error(str(err)) from None
-        return self._parse("\n\n".join([_GRILL_INTRO, *_grill_items(bank)]))
+        glued = _glue_rewriter(self, bank.name, bank.chapter)
+        return self._parse("\n\n".join([_GRILL_INTRO, *_grill_items(bank, glued=glued)]))
 
 
 class GrillAll(_GeneratedMyST):
@@ -215,7 +331,8 @@ class GrillAll(_GeneratedMyST):
         out = [_GRILL_INTRO]
         for bank in banks:
             out.append(f":::{{rubric}} Chapter {bank.chapter}: {bank.title}\n:::")
-            out.extend(_grill_items(bank, named=False))
+            glued = _glue_rewriter(self, bank.name, bank.chapter)
+            out.extend(_grill_items(bank, named=False, glued=glued))
         return self._parse("\n\n".join(out))
 
 
@@ -276,4 +393,10 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_transform(RemoveSolutions)
     app.connect("config-inited", _config_inited)
     app.connect("builder-inited", _make_assignments)
+    app.add_config_value("optlib_chapters_dir", "chapters", "env")
+    app.add_config_value("optlib_resolve_glue", True, "env")
+    app.connect("env-get-outdated", _reread_glue_dependents)
+    app.connect("env-purge-doc", _purge_glue_dependents)
+    app.connect("env-merge-info", _merge_glue_dependents)
+    app.connect("build-finished", _write_glue_values)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
