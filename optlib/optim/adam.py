@@ -30,7 +30,9 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, new_step_counter, scalar
+from ._base import Optimizer, new_step_counter, no_grad_step, scalar
+from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
+from ._fused_updates import ADAM_UPDATE
 from ._moments import (
     add_l2,
     advance_steps,
@@ -118,7 +120,7 @@ def adam_update_foreach(
         torch._foreach_addcdiv_(thetas, ms, rms_denominator(vs, eps), value=-lr)
 
 
-class Adam(Optimizer):
+class Adam(KeepsDispatch, Optimizer):
     r"""Adam (Kingma & Ba, 2015), with AMSGrad; drop-in :class:`torch.optim.Adam`.
 
     Args:
@@ -129,9 +131,14 @@ class Adam(Optimizer):
         weight_decay: :math:`\lambda \ge 0`; an L2 penalty, or decoupled decay when
             ``decoupled_weight_decay`` (that is AdamW).
         amsgrad: use AMSGrad's running maximum of :math:`v_t` (Reddi et al., 2018).
-        foreach: use the multi-tensor path.
+        foreach: use the multi-tensor path (``None``: as torch picks, foreach on CUDA and the
+            per-tensor loop on the CPU).
         maximize: ascend instead of descend.
-        capturable, differentiable, fused: torch's GPU-only switches; rejected when set.
+        capturable, differentiable: torch's switches for CUDA graphs and autograd through the
+            step; rejected when set.
+        fused: optlib's fused path, one compiled kernel over flat buffers
+            (:mod:`optlib.optim._fused`); falls back to foreach, with a warning, without a
+            compiler.
         decoupled_weight_decay: AdamW's decay :math:`\theta \leftarrow (1-\eta\lambda)\theta`.
         bias_correction: optlib's addition (chapter 5). ``True`` (default) is Adam;
             ``False`` steps with the raw moments, :math:`\eta\, m_t / (\sqrt{v_t} + \epsilon)`,
@@ -163,7 +170,8 @@ class Adam(Optimizer):
         check_betas(betas)
         check_nonnegative("eps", eps)
         check_nonnegative("weight_decay", weight_decay)
-        self._reject_unsupported(capturable=capturable, differentiable=differentiable, fused=fused)
+        self._reject_unsupported(capturable=capturable, differentiable=differentiable)
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=tuple(betas),
@@ -174,7 +182,7 @@ class Adam(Optimizer):
             foreach=foreach,
             capturable=False,
             differentiable=False,
-            fused=None,
+            fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
             bias_correction=bias_correction,
         )
@@ -186,6 +194,7 @@ class Adam(Optimizer):
             group.setdefault("amsgrad", False)
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
             group.setdefault("decoupled_weight_decay", False)
             group.setdefault("bias_correction", True)
 
@@ -199,11 +208,13 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"] = zeros_like(p)
         return state
 
-    @torch.no_grad()
+    @no_grad_step
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
         loss = self._evaluate(closure)
         for group in self.param_groups:
+            if group.get("fused") and fused_step(self, group, ADAM_UPDATE):
+                continue
             params, grads = self._params_and_grads(group)
             if not params:
                 continue
@@ -226,7 +237,7 @@ class Adam(Optimizer):
                 bias_correction=group["bias_correction"],
                 amsgrad=amsgrad,
             )
-            if group["foreach"]:
+            if use_foreach(group, params):
                 adam_update_foreach(params, grads, ms, vs, v_maxs, steps=steps, **hyper)
                 continue
             for i, p in enumerate(params):

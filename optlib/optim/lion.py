@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, scalar
+from ._base import Optimizer, no_grad_step, scalar
 from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
 from ._fused_updates import LION_UPDATE
 from ._moments import real_views, sign_
@@ -118,12 +118,16 @@ class Lion(KeepsDispatch, Optimizer):
         check_nonnegative("weight_decay", weight_decay)
         check_fused(fused, foreach)
         defaults = dict(
-            lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize, foreach=foreach,
+            lr=lr,
+            betas=tuple(betas),
+            weight_decay=weight_decay,
+            maximize=maximize,
+            foreach=foreach,
             fused=fused,
-        )  # fmt: skip
+        )
         super().__init__(params, defaults)
 
-    @torch.no_grad()
+    @no_grad_step
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
         loss = self._evaluate(closure)

@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, new_step_counter, scalar
+from ._base import Optimizer, host_scalar, new_step_counter, no_grad_step, scalar
+from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
+from ._fused_updates import NADAM_UPDATE
 from ._moments import (
     add_l2,
     advance_steps,
@@ -79,7 +81,7 @@ def nadam_update(
         g = add_l2(g, theta, weight_decay)
     beta1_t = nadam_beta1(beta1, momentum_decay, step)
     beta1_next = nadam_beta1(beta1, momentum_decay, step + 1)
-    prod = beta1_prod.mul_(beta1_t).item()
+    prod = host_scalar(beta1_prod.mul_(beta1_t))  # a float (under compile, a tensor)
     update_first_moment_(m, g, beta1)
     update_second_moment_(v, g, beta2)
     d = rms_denominator(v, eps, 1 - beta2**step)
@@ -121,7 +123,7 @@ def nadam_update_foreach(
     torch._foreach_addcdiv_(thetas, ms, d, m_sizes)
 
 
-class NAdam(Optimizer):
+class NAdam(KeepsDispatch, Optimizer):
     r"""NAdam (Dozat, 2016); drop-in :class:`torch.optim.NAdam`.
 
     Args:
@@ -132,9 +134,13 @@ class NAdam(Optimizer):
         weight_decay: :math:`\lambda \ge 0`; L2 penalty, or decoupled decay (below).
         momentum_decay: :math:`\psi \ge 0` of the momentum schedule.
         decoupled_weight_decay: AdamW-style decay :math:`\theta \leftarrow (1-\eta\lambda)\theta`.
-        foreach: use the multi-tensor path.
+        foreach: use the multi-tensor path (``None``: as torch picks, foreach on CUDA and the
+            per-tensor loop on the CPU).
         maximize: ascend instead of descend.
         capturable, differentiable: torch's switches; rejected when set.
+        fused: optlib's fused path, one compiled kernel over flat buffers
+            (:mod:`optlib.optim._fused`); falls back to foreach, with a warning, without a
+            compiler. optlib's addition.
 
     State per parameter (torch's keys): ``step`` and ``mu_product`` (0-d tensors),
     ``exp_avg`` (:math:`m`) and ``exp_avg_sq`` (:math:`v`).
@@ -154,6 +160,7 @@ class NAdam(Optimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_nonnegative("lr", lr)
         check_betas(betas)
@@ -161,6 +168,7 @@ class NAdam(Optimizer):
         check_nonnegative("weight_decay", weight_decay)
         check_nonnegative("momentum_decay", momentum_decay)
         self._reject_unsupported(capturable=capturable, differentiable=differentiable)
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=tuple(betas),
@@ -172,6 +180,7 @@ class NAdam(Optimizer):
             foreach=foreach,
             capturable=False,
             differentiable=False,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -197,11 +206,13 @@ class NAdam(Optimizer):
             state["exp_avg_sq"] = zeros_like(p)
         return state
 
-    @torch.no_grad()
+    @no_grad_step
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
         loss = self._evaluate(closure)
         for group in self.param_groups:
+            if group.get("fused") and fused_step(self, group, NADAM_UPDATE):
+                continue
             params, grads = self._params_and_grads(group)
             if not params:
                 continue
@@ -222,7 +233,7 @@ class NAdam(Optimizer):
                 momentum_decay=group["momentum_decay"],
                 decoupled=group["decoupled_weight_decay"],
             )
-            if group["foreach"]:
+            if use_foreach(group, params):
                 nadam_update_foreach(params, grads, ms, vs, prods, steps=steps, **hyper)
                 continue
             for i, p in enumerate(params):

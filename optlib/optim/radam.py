@@ -29,7 +29,9 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, new_step_counter, scalar
+from ._base import Optimizer, new_step_counter, no_grad_step, scalar
+from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
+from ._fused_updates import RADAM_UPDATE
 from ._moments import (
     add_l2,
     advance_steps,
@@ -43,10 +45,16 @@ from ._moments import (
 from ._validate import check_betas, check_nonnegative
 
 
-def radam_rectification(beta2: float, t: int) -> float | None:
-    r"""The rectification :math:`r_t`, or ``None`` while :math:`\rho_t \le 5`."""
+def radam_rectification(beta2: float, t: int | Tensor) -> float | Tensor | None:
+    r"""The rectification :math:`r_t`, or ``None`` while :math:`\rho_t \le 5`.
+
+    Under torch.compile ``t`` is a 0-d tensor, and so is the result: NaN while
+    :math:`\rho_t \le 5` (a branch on the step's value would break the graph)."""
     rho_inf = 2 / (1 - beta2) - 1
     rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+    if isinstance(rho_t, Tensor):
+        r = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)).sqrt()
+        return torch.where(rho_t > 5, r, torch.nan)
     if rho_t <= 5:
         return None
     return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
@@ -81,7 +89,10 @@ def radam_update(
     update_second_moment_(v, g, beta2)
     c1, c2 = 1 - beta1**step, 1 - beta2**step
     r = radam_rectification(beta2, step)
-    if r is None:
+    if isinstance(r, Tensor):  # under torch.compile: both cases, selected by the step
+        scale = torch.where(r.isnan(), 1.0, r * c2**0.5 / rms_denominator(v, eps))
+        theta.add_(m * scale, alpha=-lr / c1)
+    elif r is None:
         theta.add_(m, alpha=-lr / c1)
     else:
         theta.addcdiv_(m, rms_denominator(v, eps), value=-lr * r * c2**0.5 / c1)
@@ -129,7 +140,7 @@ def _pick(xs: list[Tensor], idx: list[int]) -> list[Tensor]:
     return xs if len(idx) == len(xs) else [xs[i] for i in idx]
 
 
-class RAdam(Optimizer):
+class RAdam(KeepsDispatch, Optimizer):
     r"""RAdam (Liu et al., 2020); drop-in :class:`torch.optim.RAdam`.
 
     Args:
@@ -139,9 +150,13 @@ class RAdam(Optimizer):
         eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{v_t}`.
         weight_decay: :math:`\lambda \ge 0`; L2 penalty, or decoupled decay (below).
         decoupled_weight_decay: AdamW-style decay :math:`\theta \leftarrow (1-\eta\lambda)\theta`.
-        foreach: use the multi-tensor path.
+        foreach: use the multi-tensor path (``None``: as torch picks, foreach on CUDA and the
+            per-tensor loop on the CPU).
         maximize: ascend instead of descend.
         capturable, differentiable: torch's switches; rejected when set.
+        fused: optlib's fused path, one compiled kernel over flat buffers
+            (:mod:`optlib.optim._fused`); falls back to foreach, with a warning, without a
+            compiler. optlib's addition.
 
     State per parameter (torch's keys): ``step`` (0-d tensor), ``exp_avg`` (:math:`m`) and
     ``exp_avg_sq`` (:math:`v`).
@@ -160,12 +175,14 @@ class RAdam(Optimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_nonnegative("lr", lr)
         check_betas(betas)
         check_nonnegative("eps", eps)
         check_nonnegative("weight_decay", weight_decay)
         self._reject_unsupported(capturable=capturable, differentiable=differentiable)
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             betas=tuple(betas),
@@ -176,6 +193,7 @@ class RAdam(Optimizer):
             capturable=False,
             decoupled_weight_decay=decoupled_weight_decay,
             differentiable=False,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -194,11 +212,13 @@ class RAdam(Optimizer):
             state["exp_avg_sq"] = zeros_like(p)
         return state
 
-    @torch.no_grad()
+    @no_grad_step
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
         loss = self._evaluate(closure)
         for group in self.param_groups:
+            if group.get("fused") and fused_step(self, group, RADAM_UPDATE):
+                continue
             params, grads = self._params_and_grads(group)
             if not params:
                 continue
@@ -217,7 +237,7 @@ class RAdam(Optimizer):
                 weight_decay=group["weight_decay"],
                 decoupled=group["decoupled_weight_decay"],
             )
-            if group["foreach"]:
+            if use_foreach(group, params):
                 radam_update_foreach(params, grads, ms, vs, steps=steps, **hyper)
                 continue
             for i, p in enumerate(params):

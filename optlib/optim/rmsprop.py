@@ -29,7 +29,9 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, new_step_counter, scalar
+from ._base import Optimizer, new_step_counter, no_grad_step, scalar
+from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
+from ._fused_updates import RMSPROP_UPDATE
 from ._moments import (
     add_l2,
     advance_steps,
@@ -105,7 +107,7 @@ def rmsprop_update_foreach(
         torch._foreach_addcdiv_(thetas, gs, d, value=-lr)
 
 
-class RMSprop(Optimizer):
+class RMSprop(KeepsDispatch, Optimizer):
     r"""RMSprop (Tieleman & Hinton, 2012; centred: Graves, 2013); drop-in
     :class:`torch.optim.RMSprop`.
 
@@ -119,7 +121,11 @@ class RMSprop(Optimizer):
         momentum: :math:`\beta \ge 0`, heavy-ball momentum on the scaled step.
         centered: divide by the root of the variance :math:`v - \bar g^2` instead of :math:`v`.
         capturable, foreach, maximize, differentiable: as in torch (positional, as there);
-            ``capturable`` and ``differentiable`` are rejected when set.
+            ``capturable`` and ``differentiable`` are rejected when set; ``foreach=None`` picks as
+            torch does (foreach on CUDA, the per-tensor loop on the CPU).
+        fused: optlib's fused path, one compiled kernel over flat buffers
+            (:mod:`optlib.optim._fused`); falls back to foreach, with a warning, without a
+            compiler. Keyword-only, optlib's addition.
 
     State per parameter (torch's keys): ``step`` (0-d tensor), ``square_avg`` (:math:`v`),
     ``momentum_buffer`` (:math:`b`, with momentum) and ``grad_avg`` (:math:`\bar g`, centred).
@@ -138,6 +144,8 @@ class RMSprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
+        fused: bool | None = None,
     ) -> None:
         check_nonnegative("lr", lr)
         check_interval("alpha", alpha, 0.0, 1.0, high_open=False)
@@ -145,6 +153,7 @@ class RMSprop(Optimizer):
         check_nonnegative("weight_decay", weight_decay)
         check_nonnegative("momentum", momentum)
         self._reject_unsupported(capturable=capturable, differentiable=differentiable)
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -156,6 +165,7 @@ class RMSprop(Optimizer):
             foreach=foreach,
             maximize=maximize,
             differentiable=False,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -178,11 +188,13 @@ class RMSprop(Optimizer):
             state["grad_avg"] = zeros_like(p)
         return state
 
-    @torch.no_grad()
+    @no_grad_step
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
         loss = self._evaluate(closure)
         for group in self.param_groups:
+            if group.get("fused") and fused_step(self, group, RMSPROP_UPDATE):
+                continue
             params, grads = self._params_and_grads(group)
             if not params:
                 continue
@@ -201,7 +213,7 @@ class RMSprop(Optimizer):
                 momentum=group["momentum"],
                 centered=group["centered"],
             )
-            if group["foreach"]:
+            if use_foreach(group, params):
                 rmsprop_update_foreach(params, grads, vs, g_bars, bs, **hyper)
                 continue
             for i, p in enumerate(params):
