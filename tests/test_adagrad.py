@@ -131,7 +131,6 @@ def test_complex_parameters():
         (dict(initial_accumulator_value=-1.0), "initial_accumulator_value"),
         (dict(eps=-1e-10), "eps"),
         (dict(differentiable=True), "differentiable"),
-        (dict(fused=True), "fused"),
     ],
 )
 def test_bad_hyperparameters_name_the_parameter(kwargs, name):

@@ -231,7 +231,6 @@ def test_closure_and_scheduler():
         (dict(weight_decay=-0.1), "weight_decay"),
         (dict(capturable=True), "capturable"),
         (dict(differentiable=True), "differentiable"),
-        (dict(fused=True), "fused"),
     ],
 )
 def test_bad_hyperparameters_name_the_parameter(cls, kwargs, name):

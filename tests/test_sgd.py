@@ -60,7 +60,6 @@ def test_foreach_agrees_with_single_tensor():
         (dict(dampening=-1.0), "dampening"),
         (dict(nesterov=True), "nesterov"),
         (dict(momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
-        (dict(fused=True), "fused"),
     ],
 )
 def test_bad_hyperparameters_name_the_parameter(kwargs, name):
