@@ -22,6 +22,8 @@ nb_execution_mode = "off"
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 optlib_assignments_dir = "releases"
 optlib_make_assignments = False
+# the chapter is not executed here: numbers glued into the banks show as placeholders
+optlib_resolve_glue = False
 exclude_patterns = ["_build", "releases", "exercises"]
 """
 
@@ -141,11 +143,13 @@ def test_grill_in_chapter_with_hidden_answers_and_traps(site):
     assert len(details) >= 10 and not any(" open" in d for d in details)  # closed until clicked
     assert page.count("<em>(trap)</em>") >= 3
     assert 'id="grill-gd-smaller-lr-always-safer"' in page
+    assert "{glue" not in page
 
 
 def test_appendix_collects_every_bank(site):
     page = site["appendix.html"]
     assert "Chapter 1: Gradient descent" in page
+    assert "{glue" not in page  # numbers from the chapters: values or placeholders, never raw
     assert "grill_quiz.ipynb" in site["_downloads"]  # the self-quiz notebook
     from optlib.course.grill import load_banks
 
