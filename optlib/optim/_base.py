@@ -20,14 +20,11 @@ value that changes every step out of the compiled graph's constants (a constant 
 recompiles the step every time, until dynamo gives up): :func:`step_value` and :func:`scalar`
 return Python numbers in eager mode (the exact float arithmetic of the readable update) and the
 0-d tensors themselves while dynamo traces, so bias corrections become tensor arithmetic inside
-the graph. :func:`no_grad_step` is the ``no_grad`` decorator of every ``step``, with the graph
-breaks torch.optim places around its own steps, so that the compiled update is an inference
-graph whose parameter updates stay in place.
+the graph.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
@@ -58,31 +55,17 @@ def step_value(step: Tensor) -> int | Tensor:
     return step if compiling() else int(step.item())
 
 
+def host_scalar(x: Tensor) -> float | Tensor:
+    """``x.item()`` in eager mode; under torch.compile the 0-d tensor itself (no graph break)."""
+    return x if compiling() else x.item()
+
+
 def scalar(x: Tensor | float) -> float | Tensor:
     """A hyperparameter (possibly a 1-element tensor, as schedulers may set) as a float; under
     torch.compile a tensor hyperparameter stays a 0-d tensor (no graph break)."""
     if isinstance(x, Tensor):
         return x.reshape(()) if compiling() else float(x.item())
     return float(x)
-
-
-def no_grad_step(step: Callable) -> Callable:
-    """``torch.no_grad()`` for ``Optimizer.step``, as torch.optim does it: gradients off, and
-    under torch.compile a graph break on entry and exit, so that the update compiles as an
-    inference graph (no copies of every parameter; torch's ``_use_grad_for_differentiable``)."""
-
-    @functools.wraps(step)
-    def wrapper(self, *args, **kwargs):
-        enabled = torch.is_grad_enabled()
-        try:
-            torch.set_grad_enabled(False)
-            torch._dynamo.graph_break()
-            return step(self, *args, **kwargs)
-        finally:
-            torch._dynamo.graph_break()
-            torch.set_grad_enabled(enabled)
-
-    return wrapper
 
 
 def _is_flag(value: object) -> bool:

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._base import step_value
+
 Tensors = Tensor | list[Tensor]
 Scalars = float | Sequence[float]
 
@@ -120,13 +122,14 @@ def decay_weights_(theta: Tensors, lr: float, weight_decay: float) -> None:
 _ONE = torch.tensor(1.0)
 
 
-def advance_steps(steps: list[Tensor]) -> list[int]:
-    """Add one to each 0-d step counter (in place, one kernel) and return the new values as ints.
+def advance_steps(steps: list[Tensor]) -> list[int] | list[Tensor]:
+    """Add one to each 0-d step counter (in place, one kernel) and return the new values as ints
+    (under torch.compile, the counters themselves: :func:`._base.step_value`).
 
     The counters stay tensors, as torch.optim stores them, so state dicts are interchangeable.
     """
     torch._foreach_add_(steps, _ONE, alpha=1.0)
-    return [int(t.item()) for t in steps]
+    return [step_value(t) for t in steps]
 
 
 def real_views(*tensor_lists: list[Tensor]) -> tuple[list[Tensor], ...]:

@@ -44,13 +44,34 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, new_step_counter, scalar, scalar_step
+from ._base import (
+    Optimizer,
+    host_scalar,
+    new_step_counter,
+    scalar,
+    step_value,
+)
 from ._validate import check_interval, check_nonnegative
 
 
-def _rms(x: Tensor) -> float:
-    """Root mean square :math:`\\lVert x \\rVert_2 / \\sqrt{\\mathrm{numel}(x)}`."""
-    return x.norm(2).item() / (x.numel() ** 0.5)
+def _rms(x: Tensor) -> float | Tensor:
+    """Root mean square :math:`\\lVert x \\rVert_2 / \\sqrt{\\mathrm{numel}(x)}` (a float;
+    a 0-d tensor under torch.compile)."""
+    return host_scalar(x.norm(2)) / (x.numel() ** 0.5)
+
+
+def _max(a: float | Tensor, b: float | Tensor) -> float | Tensor:
+    """``max(a, b)`` of two floats, or elementwise when one is a (traced) tensor."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
+    return max(a, b)
+
+
+def _min(a: float | Tensor, b: float | Tensor) -> float | Tensor:
+    """``min(a, b)``, likewise."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
+    return min(a, b)
 
 
 def _mean_square(g: Tensor, dim: int) -> Tensor:
@@ -65,7 +86,7 @@ def adafactor_update(
     C: Tensor | None,
     V: Tensor | None,
     *,
-    t: int,
+    t: int | Tensor,
     lr: float,
     beta2_decay: float,
     eps1: float,
@@ -79,9 +100,9 @@ def adafactor_update(
     statistics of a tensor with 2 or more dimensions; ``V`` is the full second moment of a
     vector or scalar. Exactly one of ``(R, C)`` and ``V`` is given.
     """
-    one_minus_beta2 = float(t) ** beta2_decay  # 1 - \hat\beta_{2,t}
-    rho = min(lr, 1 / float(t) ** 0.5)
-    alpha = max(eps2, _rms(theta)) * rho
+    one_minus_beta2 = t**beta2_decay  # 1 - \hat\beta_{2,t}
+    rho = _min(lr, 1 / t**0.5)
+    alpha = _max(eps2, _rms(theta)) * rho
     if weight_decay != 0:
         theta.mul_(1 - lr * weight_decay)
 
@@ -96,7 +117,7 @@ def adafactor_update(
         V_hat = V.clone()
 
     U = V_hat.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
-    clip = max(1.0, U.norm(2).item() / (U.numel() ** 0.5 * d))  # max(1, RMS(U) / d)
+    clip = _max(1.0, host_scalar(U.norm(2)) / (U.numel() ** 0.5 * d))  # max(1, RMS(U) / d)
     theta.add_(U, alpha=-alpha / clip)
 
 
@@ -197,7 +218,7 @@ class Adafactor(Optimizer):
                     state.get("row_var"),
                     state.get("col_var"),
                     state.get("variance"),
-                    t=scalar_step(state["step"]),
+                    t=step_value(state["step"]),
                     lr=scalar(group["lr"]),
                     beta2_decay=group["beta2_decay"],
                     eps1=eps1,

@@ -104,7 +104,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import Optimizer, scalar
+from ._base import Optimizer, host_scalar, scalar
 from ._validate import check_beta, check_nonnegative, check_positive, check_positive_int
 from .sgd import sgd_update
 
@@ -201,9 +201,13 @@ def natural_gradient(
     return QG @ (M_eig / (dG[:, None] * dA[None, :] + damping)) @ QA.T
 
 
-def kl_clip_factor(vg_sum: float, kl_clip: float) -> float:
+def kl_clip_factor(vg_sum: float | Tensor, kl_clip: float) -> float | Tensor:
     r""":math:`\nu = \min(1, \sqrt{\kappa / \sum \eta^2\langle V, \nabla\rangle})`; 1 when the
-    sum is not positive (zero gradients), where the reference divides by zero."""
+    sum is not positive (zero gradients), where the reference divides by zero. (Under
+    torch.compile the sum is a 0-d tensor, and so is :math:`\nu`.)"""
+    if isinstance(vg_sum, Tensor):
+        nu = (kl_clip / vg_sum).sqrt().clamp(max=1.0)
+        return torch.where(vg_sum > 0, nu, 1.0)
     return min(1.0, math.sqrt(kl_clip / vg_sum)) if vg_sum > 0 else 1.0
 
 
@@ -419,7 +423,7 @@ class KFAC(Optimizer):
                 state["dG"], state["QG"] = eigenbasis(state["G"])
             M = self._grad_matrix(m, state["A"].dtype)
             V = natural_gradient(M, state["QA"], state["dA"], state["QG"], state["dG"], damping)
-            vg_sum += float((V * M).sum()) * lr**2
+            vg_sum = vg_sum + host_scalar((V * M).sum()) * lr**2
             if m.bias is not None:
                 directions[id(m.bias)] = V[:, -1].to(m.bias.dtype)
                 V = V[:, :-1]

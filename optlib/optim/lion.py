@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, no_grad_step, scalar
+from ._base import Optimizer, scalar
 from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
 from ._fused_updates import LION_UPDATE
 from ._moments import real_views, sign_
@@ -127,7 +127,7 @@ class Lion(KeepsDispatch, Optimizer):
         )
         super().__init__(params, defaults)
 
-    @no_grad_step
+    @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
         loss = self._evaluate(closure)

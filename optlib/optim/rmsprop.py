@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, new_step_counter, no_grad_step, scalar
+from ._base import Optimizer, new_step_counter, scalar
 from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
 from ._fused_updates import RMSPROP_UPDATE
 from ._moments import (
@@ -188,7 +188,7 @@ class RMSprop(KeepsDispatch, Optimizer):
             state["grad_avg"] = zeros_like(p)
         return state
 
-    @no_grad_step
+    @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` re-evaluates the loss and returns it."""
         loss = self._evaluate(closure)
