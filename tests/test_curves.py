@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import optlib
+from optlib.experiments import curves
 from optlib.experiments import stochastic as sto
-from optlib.experiments.curves import evaluate, run_curve
+from optlib.experiments.curves import Curve, evaluate, run_curve, stable_lr_grid, sweep_seeds
 from optlib.problems import Dataset, mlp
 
 F = torch.nn.functional
@@ -135,3 +136,81 @@ def test_l2_objective_trains_like_sgd_weight_decay():
         lambda p: torch.optim.SGD(p, lr=0.2, weight_decay=0.3), b, data, batch_size=8, epochs=2
     )
     torch.testing.assert_close(_params(a), _params(b), rtol=1e-12, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- several seeds
+
+
+def test_fractional_evals_per_epoch_evaluate_every_few_epochs():
+    curve = run_curve(
+        lambda p: optlib.SGD(p, lr=0.1), _model(), _data(), batch_size=None, epochs=9,
+        evals_per_epoch=0.25,
+    )  # fmt: skip
+    assert curve.steps == [0, 4, 8, 9]  # every 4 epochs, and the last step
+    with pytest.raises(ValueError, match="evals_per_epoch"):
+        run_curve(lambda p: optlib.SGD(p, lr=0.1), _model(), _data(), batch_size=None, epochs=1,
+                  evals_per_epoch=-0.5)  # fmt: skip
+
+
+def test_stable_lr_grid_is_built_from_the_stability_limit():
+    grid = stable_lr_grid(0.5, 4)  # 2/λ = 4; top sqrt(2)/λ, then halving
+    top = 2**0.5 / 0.5
+    assert grid == pytest.approx([top / 8, top / 4, top / 2, top])
+    assert max(grid) * 0.5 < 2 and grid == sorted(grid)
+    assert stable_lr_grid(2.0, 3, top=1.0, factor=10.0) == pytest.approx([0.005, 0.05, 0.5])
+    for bad in [dict(top=2.0), dict(top=0.0), dict(factor=1.0)]:
+        with pytest.raises(ValueError):
+            stable_lr_grid(1.0, 3, **bad)
+    with pytest.raises(ValueError, match="sharpness"):
+        stable_lr_grid(0.0, 3)
+
+
+def _fake_curve(losses, diverged=False, n=10):
+    c = Curve(batch_size=n, n=n, diverged=diverged)
+    c.examples = [n * k for k in range(len(losses))]
+    c.train_loss = list(losses)
+    return c
+
+
+def test_final_score_counts_a_diverged_run_as_infinite():
+    assert _fake_curve([2.0, 1.0]).final_score == 1.0
+    assert _fake_curve([2.0, 30.0], diverged=True).final_score == float("inf")
+
+
+def test_sweep_seeds_picks_the_lowest_median_not_the_luckiest_seed():
+    finals = {  # η = 1 has the single best run, η = 2 the best median; η = 4 diverges in 2 of 3
+        (1.0, 0): 0.01, (1.0, 1): 0.9, (1.0, 2): 0.8,
+        (2.0, 0): 0.3, (2.0, 1): 0.2, (2.0, 2): 0.25,
+        (4.0, 0): 0.05, (4.0, 1): None, (4.0, 2): None,
+    }  # fmt: skip
+    calls = []
+
+    def run(lr, seed):
+        calls.append((lr, seed))
+        value = finals[lr, seed]
+        if value is None:
+            return _fake_curve([1.0, 1e3], diverged=True)
+        return _fake_curve([1.0, value])
+
+    sweep = sweep_seeds(run, [1.0, 2.0, 4.0], [0, 1, 2])
+    assert calls[:3] == [(1.0, 0), (2.0, 0), (4.0, 0)]  # seeds outermost: interleaved timings
+    assert sweep.best_lr == 2.0
+    assert sweep.median_final.tolist() == pytest.approx([0.8, 0.25, float("inf")])
+    assert sweep.finals(4.0)[1] == float("inf") and len(sweep.runs(2.0)) == 3
+    hopeless = sweep_seeds(lambda lr, s: _fake_curve([1.0, 9.0], diverged=True), [1.0], [0])
+    with pytest.raises(ValueError, match="lower the grid"):
+        _ = hopeless.best_lr
+    with pytest.raises(ValueError):
+        sweep_seeds(run, [], [0])
+
+
+def test_seed_median_interpolates_and_treats_divergence_as_infinite():
+    a = _fake_curve([1.0, 0.1, 0.01])  # examples 0, 10, 20
+    b = _fake_curve([1.0, 0.4, 0.04])
+    c = _fake_curve([1.0, 50.0], diverged=True)
+    at = [0, 5, 10, 20]
+    assert curves.seed_median([a], at) == pytest.approx([1.0, 0.1**0.5, 0.1, 0.01])  # log-linear
+    assert curves.seed_median([a, b, c], at)[-1] == pytest.approx(0.04)  # median of 0.01, 0.04, inf
+    assert curves.seed_median([a, c, c], at)[-1] == float("inf")
+    with pytest.raises(ValueError):
+        curves.seed_median([], at)

@@ -19,6 +19,12 @@ against examples processed compares them at equal computational work in gradient
 Unlike :func:`optlib.experiments.train.run`, which records every step of small problems, this loop
 only evaluates at checkpoints, and steps a scheduler; it is lean enough for thousands of small
 steps.
+
+A float32 training run is one draw: its end point moves with the seed (initial weights, batch
+order) and with the CPU's rounding. Claims about runs are therefore made on several seeds
+(:func:`sweep_seeds`, :func:`seed_median`), and learning-rate grids are built from the measured
+stability limit :math:`2/\lambda_0` (:func:`stable_lr_grid`), so that no grid point sits on the
+edge where rounding decides between a catapult and a divergence.
 """
 
 from __future__ import annotations
@@ -37,7 +43,15 @@ from ..optim._validate import check_nonnegative, check_positive, check_positive_
 from ..problems import Dataset
 from .stochastic import epoch_batches
 
-__all__ = ["Curve", "run_curve", "evaluate"]
+__all__ = [
+    "Curve",
+    "run_curve",
+    "evaluate",
+    "SeedSweep",
+    "sweep_seeds",
+    "seed_median",
+    "stable_lr_grid",
+]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -84,6 +98,11 @@ class Curve:
     def final_test_accuracy(self) -> float:
         return self.test_accuracy[-1]
 
+    @property
+    def final_score(self) -> float:
+        """The final training loss, or ``inf`` for a run that diverged: what a sweep ranks."""
+        return math.inf if self.diverged else self.train_loss[-1]
+
     def loss_at(self, examples: float) -> float:
         """The training loss at the last evaluation that had used at most ``examples``."""
         k = int(np.searchsorted(np.asarray(self.examples), examples, side="right")) - 1
@@ -111,7 +130,7 @@ def run_curve(
     batch_size: int | None,
     epochs: float,
     scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
-    evals_per_epoch: int = 1,
+    evals_per_epoch: float = 1,
     loss_fn: LossFn = nn.functional.cross_entropy,
     seed: int = 0,
     stop_below: float | None = None,
@@ -130,7 +149,9 @@ def run_curve(
             same number of examples (an epoch of batches drops the last ``N mod B`` examples).
         scheduler: a factory ``optimizer -> scheduler`` (e.g. a ``torch.optim.lr_scheduler``);
             its ``step()`` is called after every optimizer step.
-        evals_per_epoch: evaluations of the full training loss per epoch (at most one per step).
+        evals_per_epoch: evaluations of the full training loss per epoch (at most one per step);
+            a fraction below 1 evaluates every ``1/evals_per_epoch`` epochs (for long
+            full-batch runs).
         seed: seeds the batch order.
         stop_below: stop at the first evaluation whose training loss is below this value.
         divergence_factor: stop (``diverged``) when the training loss is not finite or exceeds
@@ -145,10 +166,12 @@ def run_curve(
     B = n if batch_size is None else min(check_positive_int("batch_size", batch_size), n)
     check_positive("epochs", epochs)
     l2 = check_nonnegative("l2", l2)
-    evals_per_epoch = check_positive_int("evals_per_epoch", evals_per_epoch)
     per_epoch = n // B
     total = max(1, round(epochs * n / B))  # equal examples for every B, whatever drop_last drops
-    every = max(1, per_epoch // evals_per_epoch)
+    if isinstance(evals_per_epoch, int):
+        every = max(1, per_epoch // check_positive_int("evals_per_epoch", evals_per_epoch))
+    else:
+        every = max(1, round(per_epoch / check_positive("evals_per_epoch", evals_per_epoch)))
     params = [p for p in model.parameters() if p.requires_grad]
 
     def objective(logits: Tensor, target: Tensor) -> Tensor:
@@ -205,3 +228,98 @@ def run_curve(
             if step == total:
                 break
     return curve
+
+
+# --------------------------------------------------------------------------- several seeds
+
+
+def stable_lr_grid(
+    sharpness: float, n: int, *, top: float = math.sqrt(2), factor: float = 2.0
+) -> list[float]:
+    r"""``n`` learning rates below the stability limit :math:`2/\lambda` of a loss with
+    sharpness :math:`\lambda` (its top Hessian eigenvalue), ascending:
+
+    .. math::
+        \eta_k = \frac{\mathrm{top}}{\lambda}\, \mathrm{factor}^{-k}, \qquad
+        k = n - 1, \dots, 1, 0,
+
+    so the largest has :math:`\eta\lambda = \mathrm{top}` (:math:`\sqrt 2` by default): a grid
+    chosen from the theory of chapter 1, whose top stays clear of the edge :math:`\eta\lambda
+    = 2`, where float rounding decides the fate of a run.
+    """
+    check_positive("sharpness", sharpness)
+    n = check_positive_int("n", n)
+    if not 0 < top < 2:
+        raise ValueError(f"Invalid top: {top!r}; allowed range is (0, 2), below the limit")
+    if not (factor > 1 and math.isfinite(factor)):
+        raise ValueError(f"Invalid factor: {factor!r}; allowed range is (1, inf)")
+    return [top / sharpness * factor ** (-k) for k in range(n - 1, -1, -1)]
+
+
+@dataclass
+class SeedSweep:
+    """What :func:`sweep_seeds` ran: one :class:`Curve` per learning rate and seed."""
+
+    lrs: list[float]
+    seeds: list[int]
+    curves: dict[tuple[float, int], Curve]
+
+    def runs(self, lr: float) -> list[Curve]:
+        """The curves of learning rate ``lr``, one per seed."""
+        return [self.curves[lr, s] for s in self.seeds]
+
+    def finals(self, lr: float) -> np.ndarray:
+        """The final training loss of each seed at ``lr`` (``inf`` where the run diverged)."""
+        return np.array([c.final_score for c in self.runs(lr)])
+
+    @property
+    def median_final(self) -> np.ndarray:
+        """The median over seeds of the final training loss, for each learning rate."""
+        return np.array([float(np.median(self.finals(lr))) for lr in self.lrs])
+
+    @property
+    def best_lr(self) -> float:
+        r""":math:`\eta^\star`: the learning rate with the smallest median final loss (the
+        smaller one on ties)."""
+        med = self.median_final
+        if not np.isfinite(med).any():
+            raise ValueError("every learning rate diverged in most seeds: lower the grid")
+        return float(self.lrs[int(np.argmin(med))])
+
+
+def sweep_seeds(
+    run: Callable[[float, int], Curve], lrs: list[float] | np.ndarray, seeds: list[int]
+) -> SeedSweep:
+    r"""Run ``run(lr, seed)`` (which returns a :class:`Curve`) for every learning rate and seed.
+
+    Seeds vary outermost, so that a drift of the machine's speed touches every learning rate
+    alike (the curves' ``time`` stays comparable). Choose :math:`\eta` with
+    :attr:`SeedSweep.best_lr`, by the median over seeds: a single float32 run is one draw.
+    """
+    lrs = [float(lr) for lr in lrs]
+    seeds = [int(s) for s in seeds]
+    if not lrs or not seeds:
+        raise ValueError("Invalid lrs, seeds: both must be non-empty")
+    curves = {(lr, s): run(lr, s) for s in seeds for lr in lrs}
+    return SeedSweep(lrs, seeds, curves)
+
+
+def seed_median(curves: list[Curve], examples: np.ndarray | list[float]) -> np.ndarray:
+    r"""The median over ``curves`` of the training loss after ``examples`` examples processed:
+    each curve interpolated log-linearly between its evaluations. A curve that stopped earlier
+    (diverged, or reached a target) counts as ``inf`` after its last evaluation if it diverged,
+    and as its last value otherwise."""
+    if not curves:
+        raise ValueError("Invalid curves: need at least one")
+    at = np.asarray(examples, dtype=np.float64)
+    rows = []
+    for c in curves:
+        ex = np.asarray(c.examples, dtype=np.float64)
+        loss = np.asarray(c.train_loss, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            row = np.exp(np.interp(at, ex, np.log(loss)))
+        if c.diverged:
+            row[at > ex[-1]] = math.inf
+            row[~np.isfinite(row)] = math.inf
+        rows.append(row)
+    return np.median(np.stack(rows), axis=0)
