@@ -58,7 +58,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 @dataclass
 class Curve:
-    """What :func:`run_curve` measured. Index ``k`` is the ``k``-th evaluation (``k = 0``: the
+    r"""What :func:`run_curve` measured. Index ``k`` is the ``k``-th evaluation (``k = 0``: the
     start).
 
     Attributes:
@@ -66,7 +66,7 @@ class Curve:
         n: the training-set size :math:`N`.
         steps: optimizer steps taken at each evaluation.
         examples: training examples processed at each evaluation (steps times :math:`B`).
-        train_loss: the full training loss :math:`f(\\theta_t)` at each evaluation.
+        train_loss: the full training loss :math:`f(\theta_t)` at each evaluation.
         test_loss, test_accuracy: on the held-out set, at each evaluation.
         time: seconds spent training (evaluations excluded) at each evaluation.
         lr: the learning rate of the first param group used at every step.

@@ -59,16 +59,16 @@ class Supervised:
 
 @dataclass
 class History:
-    """What :func:`run` recorded. Index ``t`` refers to :math:`\\theta_t` (``t = 0`` is the start).
+    r"""What :func:`run` recorded. Index ``t`` refers to :math:`\theta_t` (``t = 0`` is the start).
 
     Attributes:
-        loss: :math:`f(\\theta_t)`, ``steps + 1`` values (for mini-batches, the loss on the batch
-            the step from :math:`\\theta_t` used).
-        grad_norm: :math:`\\|\\nabla f(\\theta_t)\\|`, aligned with ``loss``.
-        step_norm: :math:`\\|\\theta_t - \\theta_{t-1}\\|` for ``t = 1..steps``.
-        params: ``(steps + 1, d)`` array of :math:`\\theta_t` when ``d`` is small, else ``None``.
-        time: seconds elapsed when :math:`\\theta_t` was reached (``time[0] == 0``).
-        examples: training examples used to reach :math:`\\theta_t`.
+        loss: :math:`f(\theta_t)`, ``steps + 1`` values (for mini-batches, the loss on the batch
+            the step from :math:`\theta_t` used).
+        grad_norm: :math:`\|\nabla f(\theta_t)\|`, aligned with ``loss``.
+        step_norm: :math:`\|\theta_t - \theta_{t-1}\|` for ``t = 1..steps``.
+        params: ``(steps + 1, d)`` array of :math:`\theta_t` when ``d`` is small, else ``None``.
+        time: seconds elapsed when :math:`\theta_t` was reached (``time[0] == 0``).
+        examples: training examples used to reach :math:`\theta_t`.
         diverged: the run stopped because the loss became non-finite or exploded.
     """
 

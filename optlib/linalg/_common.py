@@ -36,7 +36,7 @@ def check_rhs(b: object) -> Tensor:
 
 
 def as_matvec(A: object, b: Tensor) -> MatVec:
-    """``A`` as the map :math:`v \\mapsto Av`, after checking its shape against ``b``."""
+    r"""``A`` as the map :math:`v \mapsto Av`, after checking its shape against ``b``."""
     if isinstance(A, Tensor):
         n = b.numel()
         if A.ndim != 2 or A.shape != (n, n):

@@ -168,7 +168,7 @@ class AdagradUpdate(FusedUpdate):
 
 
 def rmsprop_kernel(s, theta, g, v, *rest, l2: bool, centered: bool, momentum: bool) -> None:
-    """Mirrors :func:`optlib.optim.rmsprop.rmsprop_update` (``rest``: :math:`\\bar g` when
+    r"""Mirrors :func:`optlib.optim.rmsprop.rmsprop_update` (``rest``: :math:`\bar g` when
     centred, then the momentum buffer :math:`b`)."""
     sign, weight_decay, alpha, one_minus_alpha, eps, beta, neg_lr = s.unbind()
     g = g * sign  # maximize

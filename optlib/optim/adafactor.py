@@ -55,7 +55,7 @@ from ._validate import check_interval, check_nonnegative
 
 
 def _rms(x: Tensor) -> float | Tensor:
-    """Root mean square :math:`\\lVert x \\rVert_2 / \\sqrt{\\mathrm{numel}(x)}` (a float;
+    r"""Root mean square :math:`\lVert x \rVert_2 / \sqrt{\mathrm{numel}(x)}` (a float;
     a 0-d tensor under torch.compile)."""
     return host_scalar(x.norm(2)) / (x.numel() ** 0.5)
 

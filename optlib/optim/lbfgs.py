@@ -342,7 +342,7 @@ class LBFGS(Optimizer):
         return torch.cat(views, 0)
 
     def _move(self, t: Number, d: Tensor) -> None:
-        """:math:`x \\leftarrow x + t d`, in place."""
+        r""":math:`x \leftarrow x + t d`, in place."""
         offset = 0
         for p in self._params:
             p = self._real_view(p)
@@ -350,7 +350,7 @@ class LBFGS(Optimizer):
             offset += p.numel()
 
     def _evaluate_along(self, closure: Callable[[], Tensor], d: Tensor) -> Callable:
-        """:math:`\\phi(t)`: the loss and gradient at :math:`x + t d`, leaving :math:`x` as is."""
+        r""":math:`\phi(t)`: the loss and gradient at :math:`x + t d`, leaving :math:`x` as is."""
         x = [p.clone(memory_format=torch.contiguous_format) for p in self._params]
 
         def phi(t: Number) -> Trial:

@@ -140,7 +140,7 @@ def lr_grid(
 
 @dataclass
 class GridRun:
-    """One run of :func:`simulate_grid`: the points :math:`\\theta_t` and losses, aligned."""
+    r"""One run of :func:`simulate_grid`: the points :math:`\theta_t` and losses, aligned."""
 
     params: np.ndarray  # (T + 1, 2)
     loss: np.ndarray  # (T + 1,)
@@ -218,7 +218,7 @@ def _quantise(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def _contour_paths(landscape: ls.Landscape, geom: dict, n_grid: int = 64, levels: int = 12):
-    """SVG path data of the landscape's contours of :math:`f - f^\\star` (log-spaced levels, as
+    r"""SVG path data of the landscape's contours of :math:`f - f^\star` (log-spaced levels, as
     :func:`optlib.plots.viz.contour` draws them), in the plot's coordinates."""
     import contourpy
 
@@ -551,7 +551,7 @@ class Explorer:
             plt.close(fig)
 
     def figure(self):
-        """The current run: path on the contours (left) and :math:`f(\\theta_t) - f^\\star`."""
+        r"""The current run: path on the contours (left) and :math:`f(\theta_t) - f^\star`."""
         import matplotlib.pyplot as plt
 
         from . import viz

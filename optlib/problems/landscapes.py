@@ -71,17 +71,17 @@ class Landscape:
     minimizers: Tensor | None = None
 
     def f(self, xy) -> Tensor:
-        """The loss :math:`f(\\theta)`, shape ``(...)``."""
+        r"""The loss :math:`f(\theta)`, shape ``(...)``."""
         p = as_points(xy)
         return self._f(p[..., 0], p[..., 1])
 
     def grad(self, xy) -> Tensor:
-        """The exact gradient :math:`\\nabla f(\\theta)`, shape ``(..., 2)``."""
+        r"""The exact gradient :math:`\nabla f(\theta)`, shape ``(..., 2)``."""
         p = as_points(xy)
         return torch.stack(self._grad(p[..., 0], p[..., 1]), dim=-1)
 
     def hessian(self, xy) -> Tensor:
-        """The exact Hessian :math:`\\nabla^2 f(\\theta)`, shape ``(..., 2, 2)``."""
+        r"""The exact Hessian :math:`\nabla^2 f(\theta)`, shape ``(..., 2, 2)``."""
         p = as_points(xy)
         return _stack_hessian(*self._hessian(p[..., 0], p[..., 1]))
 
@@ -156,7 +156,7 @@ class Quadratic(Landscape):
 
     @property
     def eigenvalues(self) -> tuple[float, float]:
-        """:math:`(L, \\mu)`, the eigenvalues of :math:`H`."""
+        r""":math:`(L, \mu)`, the eigenvalues of :math:`H`."""
         return (self.L, self.mu)
 
     @property

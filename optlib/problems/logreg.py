@@ -27,9 +27,9 @@ from .digits import Dataset, digits
 def softmax_regression(
     n_in: int, n_out: int, *, init_scale: float = 0.0, seed: int = 0, dtype=torch.float32
 ) -> nn.Linear:
-    """A linear layer ``n_in -> n_out``: zero-initialised by default (the model then predicts the
+    r"""A linear layer ``n_in -> n_out``: zero-initialised by default (the model then predicts the
     uniform distribution, and the run does not depend on a seed), else with weights drawn
-    from :math:`\\mathcal N(0, \\mathrm{init\\_scale}^2)` and zero biases."""
+    from :math:`\mathcal N(0, \mathrm{init\_scale}^2)` and zero biases."""
     torch.manual_seed(derive_seed(seed))
     layer = nn.Linear(n_in, n_out).to(dtype)
     with torch.no_grad():

@@ -108,7 +108,7 @@ class LogisticObjective:
         return torch.softmax(self._X1 @ W.T, dim=1)
 
     def f(self, theta: Tensor) -> Tensor:
-        """:math:`f(\\theta)` as a 0-d tensor (differentiable if ``theta`` requires grad)."""
+        r""":math:`f(\theta)` as a 0-d tensor (differentiable if ``theta`` requires grad)."""
         if not isinstance(theta, Tensor) or theta.shape != (self.dim,):
             raise ValueError(f"Invalid theta: expected a flat tensor of {self.dim} entries")
         logits = self._X1 @ theta.view(self.n_classes, -1).T
@@ -120,7 +120,7 @@ class LogisticObjective:
         return self.value_and_grad(theta)[1]
 
     def value_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        """:math:`f(\theta)` and :math:`\nabla f(\theta)` from one pass over the data."""
+        r""":math:`f(\theta)` and :math:`\nabla f(\theta)` from one pass over the data."""
         theta = self._check(theta)
         logits = self._X1 @ theta.view(self.n_classes, -1).T
         log_p = torch.log_softmax(logits, dim=1)

@@ -69,7 +69,7 @@ class ReddiProblem:
 
     @property
     def x_star(self) -> float:
-        """The best fixed point in hindsight, :math:`x^\\star = -1`."""
+        r"""The best fixed point in hindsight, :math:`x^\star = -1`."""
         return self.lo
 
     def coefficient(self, t: int) -> float:
@@ -104,8 +104,8 @@ class ReddiProblem:
 
 @dataclass
 class OnlineRun:
-    """What :func:`play_online` recorded: the iterates :math:`x_0, \\dots, x_T` and the
-    average regret :math:`R_t / t` for :math:`t = 1, \\dots, T`."""
+    r"""What :func:`play_online` recorded: the iterates :math:`x_0, \dots, x_T` and the
+    average regret :math:`R_t / t` for :math:`t = 1, \dots, T`."""
 
     x: np.ndarray
     average_regret: np.ndarray

@@ -54,7 +54,7 @@ class SparseFeatures:
 
     @staticmethod
     def loss_fn(logits: Tensor, y: Tensor) -> Tensor:
-        """The mean logistic loss :math:`\\frac1n\\sum_i \\log(1 + e^{-s_i z_i})`, where
+        r"""The mean logistic loss :math:`\frac1n\sum_i \log(1 + e^{-s_i z_i})`, where
         :math:`z_i` is the logit and :math:`s_i = 2y_i - 1`."""
         return nn.functional.binary_cross_entropy_with_logits(logits, y)
 
@@ -64,8 +64,8 @@ class SparseFeatures:
 
 
 def logistic_model(n_features: int, *, dtype: torch.dtype = torch.float64) -> nn.Sequential:
-    """A linear logit :math:`z = w^\\top x + b` with :math:`w = 0, b = 0` at the start (so the
-    first loss is :math:`\\log 2` whatever the seed), returning shape ``(batch,)``."""
+    r"""A linear logit :math:`z = w^\top x + b` with :math:`w = 0, b = 0` at the start (so the
+    first loss is :math:`\log 2` whatever the seed), returning shape ``(batch,)``."""
     linear = nn.Linear(n_features, 1, dtype=dtype)
     with torch.no_grad():
         linear.weight.zero_()
