@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import pytest
 
@@ -152,3 +154,106 @@ def test_the_base_seed_is_part_of_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("OPTLIB_SEED", "1")
     draw(3)
     assert calls == [3, 3]
+
+
+# --- the cached and the recomputed path give the same objects ----------------------------------
+
+TRICKY = {
+    "tuple": (1, 2.5),
+    "int_keys": {3: "three", 10: [0.1, -0.0]},
+    "floats": [0.1 + 0.2, 1e-310, 1.7976931348623157e308, -2.5e-8, math.pi],
+    "nan_inf": [math.nan, math.inf, -math.inf],
+    "nested": [{"a": [1, [2, (3, 4)]]}, True, None, "x"],
+    "big": 2**70,
+}
+
+
+@cache.memoize
+def tricky(seed: int) -> dict:
+    CALLS.append(seed)
+    return {**TRICKY, "seed": seed}
+
+
+def _same(a, b) -> bool:
+    """Equal, of the same types all the way down, with NaN equal to NaN and -0.0 kept apart from
+    0.0 (what an assert on a result can tell apart)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1, a) == math.copysign(1, b)
+        )
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def test_cached_and_recomputed_results_are_identical_objects(tmp_cache, monkeypatch):
+    """A chapter's asserts see the same object whether the experiment was computed now (cold: a
+    fresh clone, or the second chapter run's empty cache), read back from disk (cached), or
+    recomputed after optlib or OPTLIB_SEED changed."""
+    cold = tricky(0)
+    cached = tricky(0)
+    assert len(CALLS) == 1 and _same(cold, cached)
+    assert _same(cold, tricky.uncached(0))
+    monkeypatch.setattr(cache, "source_hash", lambda: "f" * 64)  # optlib changed
+    recomputed = tricky(0)
+    assert len(CALLS) == 3 and _same(cold, recomputed)
+    monkeypatch.setenv("OPTLIB_CACHE", "0")  # no cache at all
+    assert _same(cold, tricky(0))
+    # what JSON makes of the data, on every path alike: tuples become lists, keys strings
+    assert cold["tuple"] == [1, 2.5] and cold["int_keys"] == {"3": "three", "10": [0.1, -0.0]}
+    assert _same(cold["floats"], TRICKY["floats"]) and cold["big"] == 2**70
+
+
+def test_same_tells_apart_what_an_assert_could():
+    assert _same([math.nan], [math.nan]) and not _same([0.0], [-0.0])
+    assert not _same((1,), [1]) and not _same({"1": 1}, {1: 1}) and not _same(1, 1.0)
+
+
+def test_a_real_change_in_optlib_source_recomputes(tmp_path, monkeypatch):
+    """Not a mocked hash: editing a file of the package changes the key."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "optim.py").write_text("lr = 0.1\n")
+    monkeypatch.setattr(cache, "_PACKAGE", pkg)
+    experiment(3)
+    experiment(3)
+    assert len(CALLS) == 1
+    (pkg / "optim.py").write_text("lr = 0.2\n")
+    experiment(3)
+    assert len(CALLS) == 2
+    experiment(3)
+    assert len(CALLS) == 2  # and the new entry is cached in turn
+
+
+def test_another_optlib_seed_recomputes_and_each_base_keeps_its_entry(monkeypatch):
+    monkeypatch.delenv("OPTLIB_SEED", raising=False)
+    experiment(4)
+    monkeypatch.setenv("OPTLIB_SEED", "1")
+    experiment(4)
+    assert len(CALLS) == 2
+    monkeypatch.setenv("OPTLIB_SEED", "0")  # the default base: the first entry again
+    experiment(4)
+    monkeypatch.setenv("OPTLIB_SEED", "1")
+    experiment(4)
+    assert len(CALLS) == 2
+
+
+def test_the_perturbed_chapter_run_recomputes_every_memoised_experiment():
+    """`make test` runs the chapters a second time under OPTLIB_SEED=1 with its own experiment
+    cache, emptied right before: every memoised experiment is recomputed there (the recompute
+    path), whatever an earlier run left behind."""
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    cache_dir = re.search(r"^PERTURBED_CACHE := (\S+)$", makefile, re.M)
+    assert cache_dir and "OPTLIB_CACHE_DIR=$(PERTURBED_CACHE)" in makefile
+    assert cache_dir[1] != ".optlib-cache"  # not the first run's cache
+    lines = makefile.splitlines()
+    runs = [i for i, line in enumerate(lines) if line.startswith("\t$(PERTURBED) ")]
+    assert runs, "no perturbed chapter run in the Makefile"
+    for i in runs:
+        assert lines[i - 1].strip() == "rm -rf $(PERTURBED_CACHE)", lines[i]
