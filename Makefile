@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PIPQUIET := 2> >(grep -v "is neither a file nor a directory" >&2)
 
 .PHONY: help venv book book-student test test-fast test-chapters test-chapter lint bench clean \
-	assignments grade test-exercises
+	assignments grade test-exercises test-chapters-perturbed test-browser
 
 help:
 	@echo "make book    build the book into _build/html (creates .venv on first use)"
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	@echo ">> installing torch==2.13.0 (CPU) first, then the pinned toolchain and optlib (editable)"
 	$(PIP) install -q "torch==2.13.0" -c constraints.txt $(PIPQUIET)
-	$(PIP) install -q -c constraints.txt -e ".[book,test]" $(PIPQUIET)
+	$(PIP) install -q -c constraints.txt -e ".[book,test,notebooks,lab]" $(PIPQUIET)
 	@$(PY) -c "import torch, optlib; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('>> environment ready: torch', torch.__version__)"
 	@touch $(STAMP)
 
@@ -52,16 +52,27 @@ NBVAL_CHAPTERS := -m pytest -p tests.nbtiming --nbval-lax --nbval-current-env
 
 # Property-based tests draw the same examples everywhere (the hypothesis profile "ci" of
 # tests/conftest.py, named here so that a HYPOTHESIS_PROFILE set in the shell cannot change CI).
+# The book build is the chapters' first, unperturbed run: it executes every chapter (a cell that
+# raises fails it; so does a notebook over the 60 s budget; it prints each notebook's time), and
+# the browser tests in tests/ then read the site it wrote. The second run is nbval's, perturbed.
 test: $(STAMP)
+	$(PY) -m optlib.course.build book
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest tests
-	$(MAKE) --no-print-directory test-chapters
+	$(MAKE) --no-print-directory test-chapters-perturbed
 	$(MAKE) --no-print-directory test-exercises
 
 test-chapters: $(STAMP)
 	$(PY) $(NBVAL_CHAPTERS) chapters
+	$(MAKE) --no-print-directory test-chapters-perturbed
+
+test-chapters-perturbed: $(STAMP)
 	@echo ">> the chapters again, under OPTLIB_SEED=1 and perturbed CPU kernels"
 	rm -rf $(PERTURBED_CACHE)
 	$(PERTURBED) $(PY) $(NBVAL_CHAPTERS) chapters
+
+# The browser tests alone (they read the site that make book wrote)
+test-browser: $(STAMP)
+	$(PY) -m pytest tests/test_site_browser.py tests/test_jupyterlab_browser.py -v
 
 # One chapter, both runs: make test-chapter NB=chapters/02_stochastic_gradient_descent.ipynb
 test-chapter: $(STAMP)

@@ -68,3 +68,30 @@ def test_code_examples_in_docs_run(doc, tmp_path):
             [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
         )
         assert r.returncode == 0, f"example in {doc} failed:\n{code}\n{r.stderr[-2000:]}"
+
+
+def test_reader_markdown_resolves_myst_roles_and_directives():
+    """The reader notebooks' Markdown: glued numbers, cross-references, citations, included code,
+    labelled equations, targets and admonitions become plain Markdown that Jupyter renders."""
+    from optlib.course.reader import Resolver, resolve_markdown
+
+    labels = {("eq", "eq-gd"): "(1.2)", ("numref", "fig-rate"): "Figure 1.3"}
+    res = Resolver(
+        glue={"eta": "0.18181818", "n": "128"},
+        label=lambda role, target: labels.get((role, target)),
+        cite=lambda role, keys: f"[{role}:{','.join(keys)}]",
+        include=lambda path, opts: f"def {opts['pyobject']}(): ...",
+    )
+    text = (
+        "(sec-x)=\n## Title\n\nWith $\\eta^\\star \\approx$ {glue:text}`eta:.2f` and "
+        "{glue:text}`n` steps, see {eq}`eq-gd`, {numref}`fig-rate`, {numref}`Fig. %s <fig-rate>` "
+        "and {cite:p}`kingma2015`.\n\n$$\nx = 1\n$$ (eq-gd)\n\n"
+        "```{literalinclude} ../optlib/optim/sgd.py\n:pyobject: sgd_update\n```\n\n"
+        ":::{note}\nA {glue:text}`missing:.1f` value.\n:::\n"
+    )
+    out = resolve_markdown(text, res)
+    assert "0.18 and 128 steps, see (1.2), Figure 1.3, Fig. 1.3 and [cite:p:kingma2015]" in out
+    assert "\\tag{1.2}$$" in out and '<a id="sec-x"></a>' in out
+    assert "```python\ndef sgd_update(): ...\n```" in out
+    assert "> **Note**" in out and "`missing`" in out
+    assert "{glue" not in out and "{eq}" not in out and "{literalinclude}" not in out

@@ -108,6 +108,7 @@ def _build(src: Path, out: Path, hide: bool) -> dict[str, str]:
     pages["searchindex.js"] = (out / "searchindex.js").read_text()
     pages["_sources"] = str((out / "_sources").exists())
     pages["_downloads"] = " ".join(p.name for p in (out / "_downloads").rglob("*.ipynb"))
+    pages["notebooks"] = " ".join(p.name for p in (out / "notebooks").glob("*.ipynb"))
     return pages
 
 
@@ -134,7 +135,9 @@ def test_exercises_with_dropdown_solutions(site):
     assert "eigvalsh" in page and "Model answer" in page  # solution code and free-response
     assert "BEGIN SOLUTION" not in page and "checks." not in page  # no markers, no tests
     assert "grader.check(&quot;q1&quot;)" in page
-    assert f"{NAME}.ipynb" in site["_downloads"]  # the student notebook, linked for download
+    # the student notebook, linked for download under a name apart from the chapter's
+    assert f'href="notebooks/{NAME}_exercises.ipynb" download=' in page
+    assert f"{NAME}_exercises.ipynb" in site["notebooks"]
 
 
 def test_grill_in_chapter_with_hidden_answers_and_traps(site):

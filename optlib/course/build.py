@@ -9,9 +9,14 @@ Three things a plain ``jupyter-book build`` does not do:
 2. **Static explorers.** It sets ``OPTLIB_STATIC=1`` for the executing kernels, so
    ``optlib.plots.widgets`` renders figures and animations instead of live widgets (which would be
    dead boxes in a static site).
-3. **Strict checks.** Warnings are errors (``-W``, including a notebook that raises), and after
-   the build every local link and asset in the HTML must exist and no page may load a script or
-   stylesheet from the network (the book is read offline).
+3. **Strict checks.** Warnings are errors (``-W``, including a notebook that raises), a notebook
+   that takes longer than the budget to execute (``NOTEBOOK_BUDGET_S``, 60 s as in
+   ``tests/nbtiming.py``) fails the build, and after the build every local link and asset in the
+   HTML must exist and no page may load a script or stylesheet from the network (the book is read
+   offline). Each executed notebook's time is printed.
+4. **Offline copies.** The course package is built as a wheel into the site's ``notebooks/``
+   folder, beside the reader notebooks that :mod:`optlib.course.reader` writes there, and every
+   link to a notebook or the wheel downloads it (``download`` attribute) instead of showing JSON.
 
 ``--student`` builds into ``_build/student`` with exercise solutions removed
 (``OPTLIB_HIDE_SOLUTIONS=1``, read by ``optlib.course.sphinxext``).
@@ -91,6 +96,71 @@ def check_html(html_dir: Path) -> list[str]:
     return problems
 
 
+BUDGET_S = float(os.environ.get("NOTEBOOK_BUDGET_S", "60"))
+_EXECUTED = re.compile(r"(\S+\.ipynb): Executed notebook in ([0-9.]+) seconds")
+
+
+def run_logged(cmd: list[str], env: dict, cwd: Path) -> tuple[int, dict[str, float]]:
+    """Run ``cmd``, echoing its output, and collect the notebook execution times it reports."""
+    times: dict[str, float] = {}
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        errors="replace",
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        if m := _EXECUTED.search(re.sub(r"\x1b\[[0-9;]*m", "", line)):
+            times[os.path.relpath(m.group(1), cwd)] = float(m.group(2))
+    return proc.wait(), times
+
+
+def build_wheel(dest: Path, root: Path = ROOT) -> Path:
+    """The course package's wheel (grill banks included, see ``setup.py``), built from a copy of
+    the sources so that the checkout gets no ``build/`` folder; returns its path in ``dest``."""
+    import tempfile
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+        shutil.copytree(root / "optlib", src / "optlib", ignore=ignore)
+        shutil.copytree(root / "exercises" / "grill", src / "exercises" / "grill")
+        for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"):
+            if (root / name).is_file():
+                shutil.copy2(root / name, src / name)
+        out = Path(tmp) / "dist"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+             "--disable-pip-version-check", "-w", str(out), str(src)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        wheel = next(out.glob("*.whl"))
+        for old in dest.glob("*.whl"):
+            old.unlink()
+        return Path(shutil.copy2(wheel, dest / wheel.name))
+
+
+_DOWNLOAD_LINK = re.compile(
+    r"""<a\b(?![^>]*\bdownload\b)([^>]*?\bhref=["']([^"'#?]+?\.(?:ipynb|whl))["'])"""
+)
+
+
+def mark_downloads(html_dir: Path) -> int:
+    """Give every link to a notebook or a wheel a ``download`` attribute (the browser saves it
+    under its own name instead of showing JSON); return how many links changed."""
+    changed = 0
+    for page in html_dir.rglob("*.html"):
+        text = page.read_text(errors="replace")
+        new, n = _DOWNLOAD_LINK.subn(
+            lambda m: f'<a download="{Path(m.group(2)).name}"{m.group(1)}', text
+        )
+        if n:
+            page.write_text(new)
+            changed += n
+    return changed
+
+
 def build(student: bool = False, root: Path = ROOT) -> int:
     out = root / "_build" / "student" if student else root  # HTML lands in <out>/_build/html
     cache_dir = root / "_build" / ".jupyter_cache"
@@ -111,17 +181,29 @@ def build(student: bool = False, root: Path = ROOT) -> int:
         cmd.append("--all")
     print(">>", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd, env=env, cwd=root)
+    rc, times = run_logged(cmd, env, root)
     elapsed = time.perf_counter() - t0
+    if times:
+        print(f">> notebook execution times (slowest first; budget {BUDGET_S:.0f} s):")
+        for nb, s in sorted(times.items(), key=lambda kv: -kv[1]):
+            print(f"   {s:7.1f} s  {'OVER BUDGET' if s > BUDGET_S else 'ok':11s} {nb}")
     if rc != 0:
         print(f">> book build FAILED after {elapsed:.0f} s (warnings are errors)", file=sys.stderr)
         return rc
+    slow = [nb for nb, s in times.items() if s > BUDGET_S]
+    if slow:
+        print(f">> over the {BUDGET_S:.0f} s budget per notebook: {', '.join(slow)}",
+              file=sys.stderr)
+        return 1
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / "optlib.fingerprint").write_text(fingerprint)
 
     html = out / "_build" / "html"
     if student:
         shutil.rmtree(html / "_sources", ignore_errors=True)
+    wheel = build_wheel(html / "notebooks", root)
+    print(f">> course wheel: {wheel.relative_to(out)}")
+    mark_downloads(html)
     problems = check_html(html)
     if problems:
         print(">> the built site has problems:", *problems, sep="\n   ", file=sys.stderr)

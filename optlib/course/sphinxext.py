@@ -143,14 +143,21 @@ class ChapterExercises(_GeneratedMyST):
         return self._parse("\n\n".join(out))
 
     def _download_line(self, name: str) -> str:
+        from .reader import reader_name
+
         student = Path(self.config.optlib_assignments_dir) / name / "student" / f"{name}.ipynb"
         if (Path(self.env.srcdir) / student).is_file():
             self.env.note_dependency(str(Path(self.env.srcdir) / student))
-            target = "/" + student.as_posix()
+            file = reader_name(name, "exercises")
+            depth = "../" * self.env.docname.count("/")
+            link = f'<a href="{depth}notebooks/{file}" download="{file}">{file}</a>'
+            colab = _colab_link(self.config, f"notebooks/{file}")
+            colab = f' or <a href="{colab}">open it in Colab</a>' if colab else ""
             return (
-                f"Work on these exercises in the notebook {{download}}`{name}.ipynb <{target}>`: "
-                "it runs offline in Jupyter or on Colab, and "
-                '`grader.check("q1")` checks an answer at once.'
+                f"```{{raw}} html\n<p>Work on these exercises in the notebook {link}{colab}: it "
+                "runs offline in Jupyter (put the course wheel linked from the preface beside it) "
+                "or on Colab, and <code>grader.check(\"q1\")</code> checks an answer at once.</p>"
+                "\n```"
             )
         logger.warning(
             f"optlib: no student notebook for {name} (run `make assignments`)",
@@ -381,6 +388,246 @@ def _config_inited(app: Sphinx, config: Any) -> None:
             config.html_theme_options = {**config.html_theme_options, "use_download_button": False}
 
 
+# --- the site: per-chapter numbers, alt text, assets, course information -------------------------
+
+_CHAPTER_DOC = re.compile(r"(?:^|/)(\d+)_[^/]+$")
+_EXERCISE_ID = re.compile(r"-q(\d+)$")
+
+
+def chapter_number(docname: str) -> int | None:
+    """The chapter a page belongs to, from its name (``chapters/05_adam`` -> 5), else ``None``."""
+    m = _CHAPTER_DOC.search(docname)
+    return int(m.group(1)) if m else None
+
+
+def _number_per_chapter(app: Sphinx, env: Any) -> list[str]:
+    """Number figures, tables, equations and exercises within each chapter: "Figure 5.3",
+    "(5.4)", "Exercise 5.2". An exercise made from question ``q2`` of the chapter's master is
+    number 2, whatever its position, so the page agrees with ``grader.check("q2")``. Pages that
+    are not chapters number from 1. Runs after Sphinx's own (whole-book) numbering."""
+    if not app.config.numfig:
+        return []
+    changed = []
+    for docname, types in env.toc_fignumbers.items():
+        chapter = chapter_number(docname)
+        before = {k: dict(v) for k, v in types.items()}
+        for figtype, ids in types.items():
+            for k, (node_id, _) in enumerate(sorted(ids.items(), key=lambda kv: kv[1]), 1):
+                n = k
+                if figtype == "exercise" and (m := _EXERCISE_ID.search(node_id)):
+                    n = int(m.group(1))
+                ids[node_id] = (chapter, n) if chapter is not None else (n,)
+        if types != before:
+            changed.append(docname)
+    return changed
+
+
+def _section_title(node: nodes.Node) -> str:
+    while node is not None:
+        if isinstance(node, nodes.section) and node.children:
+            return node[0].astext()
+        node = node.parent
+    return ""
+
+
+_TEX_SYMBOLS = {
+    "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "varepsilon": "ε",
+    "eta": "η", "theta": "θ", "kappa": "κ", "lambda": "λ", "mu": "μ", "rho": "ρ", "sigma": "σ",
+    "omega": "ω", "nabla": "∇", "star": "⋆", "top": "ᵀ", "infty": "∞", "approx": "≈",
+    "le": "≤", "ge": "≥", "leq": "≤", "geq": "≥", "times": "×", "cdot": "·", "sqrt": "√",
+    "ell": "ℓ", "Delta": "Δ", "Lambda": "Λ", "odot": "⊙", "to": "→",
+}  # fmt: skip
+
+
+def _readable_tex(text: str) -> str:
+    r"""A caption's LaTeX as a screen reader can say it: ``\eta^\star`` -> ``η⋆``."""
+    text = re.sub(r"\\[td]?frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)", text)
+    text = re.sub(r"\\([A-Za-z]+)", lambda m: _TEX_SYMBOLS.get(m.group(1), ""), text)
+    text = re.sub(r"\\[,;:! ]", " ", text)
+    text = text.replace("^", "").replace("{", "").replace("}", "").replace("\\", "")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _alt_text(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    """Every image gets a text alternative: its figure's caption, else a description naming the
+    section it illustrates (never the file path, Sphinx's default)."""
+    for image in doctree.findall(nodes.image):
+        if image.get("alt") and not re.search(r"\.(png|jpe?g|svg|gif)$", image["alt"]):
+            continue
+        fig = image.parent
+        while fig is not None and not isinstance(fig, nodes.figure):
+            fig = fig.parent
+        captions = list(fig.findall(nodes.caption)) if fig is not None else []
+        if captions:
+            alt = _readable_tex(_one_line(captions[0].astext()))
+        else:
+            title = _section_title(image)
+            alt = f"Figure drawn by the code above, in the section “{title}”" if title else (
+                "Figure drawn by the code above"
+            )
+        image["alt"] = alt
+
+
+_THEBE = ("THEBE_JS_URL", "sphinx-thebe")
+
+
+def _drop_unused_assets(app: Sphinx, pagename: str, templatename: str, context: dict,
+                        doctree: Any) -> None:
+    """Thebe is off (the book runs no remote kernels), yet sphinx-thebe's loader is added to every
+    page, twice, declaring a constant twice (a console error) and naming a CDN: drop it."""
+    def keep(asset: Any) -> bool:
+        text = " ".join(str(x) for x in (asset, getattr(asset, "attributes", {}).get("body", "")))
+        return not any(t in text for t in _THEBE)
+
+    for key in ("script_files", "css_files"):
+        if key in context:
+            context[key] = [a for a in context[key] if keep(a)]
+    # sphinx-book-theme has no `default_mode` option, so the page starts with an empty theme
+    # mode, which pydata-sphinx-theme's script reports as an error: start light
+    if not context.get("default_mode"):
+        context["default_mode"] = "light"
+
+
+def _site_assets(app: Sphinx) -> None:
+    static = str(Path(__file__).with_name("static"))
+    if static not in app.config.html_static_path:
+        app.config.html_static_path.append(static)
+    app.add_css_file("optlib.css")
+    if not app.config.html_favicon:
+        app.config.html_favicon = str(Path(static) / "favicon.svg")
+
+
+def _colab_link(config: Any, site_path: str) -> str | None:
+    """A Colab address for a notebook of the published site (``site_path``, e.g.
+    ``notebooks/01_x.ipynb``), when the repository's URL and ``optlib_colab_branch`` (the branch
+    the site is published to, e.g. ``gh-pages``) are set; else ``None`` (no dead button)."""
+    url = config.optlib_repository_url.strip().rstrip("/")
+    m = re.match(r"https://github\.com/([^/]+)/([^/]+?)(?:\.git)?$", url)
+    branch = config.optlib_colab_branch.strip()
+    if not m or not branch:
+        return None
+    return f"https://colab.research.google.com/github/{m[1]}/{m[2]}/blob/{branch}/{site_path}"
+
+
+def _repository_colab_link(config: Any, path: str) -> str | None:
+    """Colab address of a notebook in the repository (``path`` from its root)."""
+    url = config.optlib_repository_url.strip().rstrip("/")
+    m = re.match(r"https://github\.com/([^/]+)/([^/]+?)(?:\.git)?$", url)
+    if not m:
+        return None
+    branch = config.html_theme_options.get("repository_branch") or "main"
+    return f"https://colab.research.google.com/github/{m[1]}/{m[2]}/blob/{branch}/{path}"
+
+
+def _header_buttons(app: Sphinx, pagename: str, templatename: str, context: dict,
+                    doctree: Any) -> None:
+    """The download button of a notebook page serves its reader notebook (outputs kept, numbers
+    and references filled in: :mod:`optlib.course.reader`) instead of the bare source; with a
+    repository URL, an "Open in Colab" button opens it (or the repository's notebook)."""
+    from .reader import reader_name
+
+    src = Path(app.srcdir) / f"{pagename}.ipynb"
+    buttons = context.get("header_buttons")
+    if not src.is_file() or not isinstance(buttons, list):
+        return
+    depth = "../" * pagename.count("/")
+    reader = f"notebooks/{reader_name(pagename)}"
+    for button in buttons:
+        group = button.get("buttons", []) if isinstance(button, dict) else []
+        for item in group:
+            if item.get("label") in ("download-source-button", "download-notebook-button"):
+                item["url"] = depth + reader
+                item["tooltip"] = "Download the notebook, with its outputs"
+        if len(group) > 1 and group[0].get("url") == group[1].get("url"):
+            del group[1]  # the notebook and its "source": one and the same file now
+    colab = _colab_link(app.config, reader)
+    colab = colab or _repository_colab_link(app.config, f"{pagename}.ipynb")
+    if colab:
+        buttons.insert(0, {
+            "type": "link", "url": colab, "tooltip": "Open this notebook in Colab",
+            "icon": "fa-solid fa-rocket", "label": "colab-button", "text": "Colab",
+        })  # fmt: skip
+
+
+def _repository_from_theme(app: Sphinx, config: Any) -> None:
+    if not config.optlib_repository_url:
+        url = (config.html_theme_options or {}).get("repository_url", "") or ""
+        if "executablebooks/jupyter-book" not in url:  # Jupyter Book's placeholder default
+            config.optlib_repository_url = url
+
+
+class ChapterMap(_GeneratedMyST):
+    """``{chapter-map}``: a table of the course, one content line per chapter,
+    ``number | file | title | what it covers``. A chapter whose page is in the book links to it;
+    the others are listed as in preparation (no dead links)."""
+
+    has_content = True
+
+    def run(self) -> list[nodes.Node]:
+        here = Path(self.env.docname).parent
+        rows = ["| | chapter | what it covers |", "|---|---|---|"]
+        for line in self.content:
+            if not line.strip():
+                continue
+            parts = [p.strip() for p in line.split("|", 3)]
+            if len(parts) != 4:
+                raise self.error(f"chapter-map: expected 'number | file | title | covers': {line}")
+            number, file, title, covers = parts
+            doc = (here / file).as_posix()
+            self.env.note_dependency(str(Path(self.env.srcdir) / f"{doc}.ipynb"))
+            if doc in self.env.found_docs:
+                name = f"{{doc}}`{title} <{file}>`"
+            else:
+                name = f"{title} *(in preparation)*"
+            rows.append(f"| {number} | {name} | {covers} |")
+        return self._parse("\n".join(rows))
+
+
+class CourseInfo(_GeneratedMyST):
+    """``{course-info}``: the repository (when ``optlib_repository_url`` is set), the version,
+    the build date and a citation block (BibTeX)."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        import datetime
+
+        from .notebook import course_version, wheel_name
+
+        url = self.config.optlib_repository_url.strip()
+        version = course_version()
+        date = datetime.date.today().isoformat()
+        if env_date := os.environ.get("SOURCE_DATE_EPOCH"):
+            date = datetime.datetime.fromtimestamp(int(env_date), datetime.UTC).date().isoformat()
+        title = self.config.project
+        author = self.config.author or "The optlib authors"
+        lines = [":::{div} optlib-course-info", ""]
+        if url:
+            lines += ["Repository", f": <{url}>", ""]
+        lines += ["Version", f": {version}, built on {date}", ""]
+        lines += [
+            "Offline copy",
+            f": the course package as a wheel, <a href=\"../notebooks/{wheel_name(version)}\" "
+            f"download>{wheel_name(version)}</a>: put it beside a notebook downloaded from any "
+            "page and run the notebook's first cell.",
+            "",
+        ]
+        key = "optlib_course"
+        bib = [f"@misc{{{key},", f"  title  = {{{title}}},", f"  author = {{{author}}},",
+               f"  year   = {{{date[:4]}}},", f"  note   = {{Version {version}}},"]
+        if url:
+            bib.append(f"  url    = {{{url}}},")
+        bib.append("}")
+        lines += ["How to cite", ": Cite the course as", "", "```bibtex", *bib, "```", "", ":::"]
+        return self._parse("\n".join(lines))
+
+
+def _write_reader_notebooks(app: Sphinx, exception: Exception | None) -> None:
+    from .reader import write_reader_notebooks
+
+    write_reader_notebooks(app, exception)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("optlib_hide_solutions", _env_flag("OPTLIB_HIDE_SOLUTIONS"), "env")
     app.add_config_value("optlib_exercises_dir", "exercises", "env")
@@ -399,4 +646,16 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-purge-doc", _purge_glue_dependents)
     app.connect("env-merge-info", _merge_glue_dependents)
     app.connect("build-finished", _write_glue_values)
+    app.add_config_value("optlib_repository_url", "", "env")
+    app.add_config_value("optlib_colab_branch", "", "env")
+    app.connect("config-inited", _repository_from_theme)
+    app.connect("html-page-context", _header_buttons, priority=901)
+    app.connect("build-finished", _write_reader_notebooks)
+    app.add_directive("course-info", CourseInfo)
+    app.add_directive("chapter-map", ChapterMap)
+    app.connect("builder-inited", _site_assets)
+    app.connect("env-get-updated", _number_per_chapter, priority=900)
+    app.connect("doctree-resolved", _alt_text)
+    app.connect("html-page-context", _drop_unused_assets, priority=900)
+    app.set_html_assets_policy("always")  # MathJax on every page (the bibliography has math too)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

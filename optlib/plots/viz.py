@@ -40,6 +40,7 @@ __all__ = [
     "animate_trajectories",
     "jshtml",
     "animation_html",
+    "figure_png",
     "THETA1",
     "THETA2",
 ]
@@ -178,6 +179,57 @@ def use_book_style() -> None:
             "figure.constrained_layout.use": True,
         }
     )
+    _use_sharp_pngs()
+
+
+#: Width of the book's text column in inches at ``figure.dpi`` = 100 (about 690 CSS pixels).
+COLUMN_WIDTH_IN = 6.9
+
+
+def figure_png(fig, *, scale_fonts: bool = True) -> tuple[bytes, dict[str, int]]:
+    """``fig`` as a PNG at twice its pixel size, with the display size as metadata (sharp on
+    high-density screens). A figure wider than the text column is shown shrunk to fit it, which
+    would shrink its text too: its fonts are enlarged by the same factor (at most 1.6) while it is
+    drawn, so legends and labels keep their size on the page."""
+    import io
+
+    from matplotlib.text import Text
+
+    factor = min(max(fig.get_figwidth() / COLUMN_WIDTH_IN, 1.0), 1.6) if scale_fonts else 1.0
+    texts = [t for t in fig.findobj(Text) if t.get_text()] if factor > 1 else []
+    sizes = [t.get_fontsize() for t in texts]
+    try:
+        for t, size in zip(texts, sizes):
+            t.set_fontsize(size * factor)
+        buf = io.BytesIO()
+        dpi = 2 * fig.get_dpi()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    finally:
+        for t, size in zip(texts, sizes):
+            t.set_fontsize(size)
+    data = buf.getvalue()
+    w, h = _png_size(data)
+    return data, {"width": w // 2, "height": h // 2}
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    import struct
+
+    return struct.unpack(">II", data[16:24])
+
+
+def _use_sharp_pngs() -> None:
+    """In IPython, show figures with :func:`figure_png` (no-op elsewhere)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+    from matplotlib.figure import Figure
+
+    ip.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
 
 
 def _xy(trajectory) -> np.ndarray:

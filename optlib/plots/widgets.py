@@ -410,7 +410,9 @@ class StaticExplorer:
 .optlib-explorer input[type=range]{{width:9em}}
 .optlib-explorer output{{min-width:4.2em;font-variant-numeric:tabular-nums}}
 .optlib-explorer .oe-plots{{display:flex;flex-wrap:wrap;gap:4px}}
-.optlib-explorer svg{{width:100%;max-width:342px;height:auto;overflow:visible}}
+.optlib-explorer .oe-plots svg{{flex:1 1 300px;min-width:0;max-width:342px;height:auto;
+overflow:visible}}
+.optlib-explorer figcaption{{text-align:left;color:inherit;font-size:14px;margin-top:.3em}}
 .optlib-explorer svg text{{font-size:12px;fill:currentColor}}
 .optlib-explorer .oe-contours path{{fill:none;stroke:#8a8a8a;stroke-width:.8;opacity:.75}}
 .optlib-explorer .oe-frame{{fill:none;stroke:currentColor;stroke-width:.8;opacity:.6}}
