@@ -95,3 +95,37 @@ def test_reader_markdown_resolves_myst_roles_and_directives():
     assert "```python\ndef sgd_update(): ...\n```" in out
     assert "> **Note**" in out and "`missing`" in out
     assert "{glue" not in out and "{eq}" not in out and "{literalinclude}" not in out
+
+
+def test_course_wheel_carries_the_grill_banks_and_the_explorer_script(tmp_path):
+    """The wheel `make book` links from the site works outside the repository: the grill banks
+    (one source, exercises/grill) and the explorer's script are package data."""
+    import zipfile
+
+    from optlib.course.build import build_wheel
+
+    wheel = build_wheel(tmp_path)
+    names = zipfile.ZipFile(wheel).namelist()
+    banks = sorted(p.name for p in (ROOT / "exercises" / "grill").glob("*.yml"))
+    assert banks and all(f"optlib/course/grill_banks/{b}" in names for b in banks)
+    assert "optlib/plots/explorer.js" in names and "optlib/course/static/optlib.css" in names
+    assert not (ROOT / "build").exists()  # built from a copy: no build/ in the checkout
+
+
+def test_colab_links_only_with_a_repository():
+    from types import SimpleNamespace
+
+    from optlib.course.sphinxext import _colab_link, _repository_colab_link
+
+    none = SimpleNamespace(optlib_repository_url="", optlib_colab_branch="gh-pages",
+                           html_theme_options={})  # fmt: skip
+    assert _colab_link(none, "notebooks/x.ipynb") is None
+    assert _repository_colab_link(none, "chapters/x.ipynb") is None
+    cfg = SimpleNamespace(optlib_repository_url="https://github.com/o/r",
+                          optlib_colab_branch="gh-pages",
+                          html_theme_options={"repository_branch": "main"})  # fmt: skip
+    assert _colab_link(cfg, "notebooks/x.ipynb") == (
+        "https://colab.research.google.com/github/o/r/blob/gh-pages/notebooks/x.ipynb"
+    )
+    repo = _repository_colab_link(cfg, "chapters/x.ipynb")
+    assert repo.endswith("/o/r/blob/main/chapters/x.ipynb")

@@ -105,7 +105,14 @@ def _load(page, url: str) -> list[str]:
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url} {r.failure}"))
     page.goto(url, wait_until="load")
-    page.evaluate(_MATHJAX_DONE)
+    for _ in range(3):  # index.html redirects to the preface: wait for the page it lands on
+        try:
+            page.evaluate(_MATHJAX_DONE)
+            break
+        except Exception as err:  # the execution context went with the navigation
+            if "context was destroyed" not in str(err):
+                raise
+            page.wait_for_load_state("load")
     page.wait_for_timeout(300)
     return problems
 
