@@ -9,7 +9,7 @@ import torch
 
 import optlib
 from optlib.experiments.rates import contraction_rate
-from optlib.experiments.train import History, Supervised, run
+from optlib.experiments.train import History, Supervised, run, stepper
 from optlib.problems import landscapes as ls
 
 
@@ -196,3 +196,19 @@ def test_a_scheduler_is_stepped_after_every_step():
     for t in range(1, 5):
         x = x * (1 - 0.5 / t)
         np.testing.assert_allclose(hist.params[t], x, rtol=1e-14)
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_stepper_takes_the_same_steps_as_run(batch_size):
+    """A stepper is run() without the bookkeeping: same batches, same parameters after k steps."""
+    a, b = small_problem(seed=2), small_problem(seed=2)
+    hist = run(lambda p: optlib.SGD(p, lr=0.2), a, 7, batch_size=batch_size, seed=3)
+    step = stepper(lambda p: optlib.SGD(p, lr=0.2), b, batch_size=batch_size, seed=3)
+    losses = [step() for _ in range(7)]
+    assert losses == hist.loss[:7]  # the loss of the batch each step used
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    with pytest.raises(TypeError):
+        stepper(lambda p: optlib.SGD(p, lr=0.2), ls.Quadratic(10.0))
+    with pytest.raises(ValueError, match="batch_size"):
+        stepper(lambda p: optlib.SGD(p, lr=0.2), small_problem(), batch_size=0)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .._seed import derive_seed
 from ..problems.landscapes import Landscape
 
-__all__ = ["History", "Supervised", "run"]
+__all__ = ["History", "Supervised", "run", "stepper"]
 
 OptimizerLike = torch.optim.Optimizer | Callable[[list[Tensor]], torch.optim.Optimizer]
 
@@ -284,6 +284,36 @@ def run(
     if record:
         hist.params = torch.stack(trajectory).numpy()
     return hist
+
+
+def stepper(
+    optimizer: OptimizerLike, problem: Supervised, *, batch_size: int | None = None, seed: int = 0
+) -> Callable[[], float]:
+    r"""A function that takes one step of ``optimizer`` on the next batch of ``problem`` (the
+    same batches as :func:`run`: ``None`` is the full batch) and returns that batch's loss.
+
+    It does nothing else (no recording, no norms), so that timing it times a training step:
+    forward, backward and update. ``optimizer`` is an instance or a factory ``params ->
+    optimizer``, as for :func:`run`.
+    """
+    if not isinstance(problem, Supervised):
+        raise TypeError(f"problem must be a Supervised problem, got {problem!r}")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"Invalid batch_size: {batch_size!r}; need an integer >= 1 or None")
+    params = [p for p in problem.model.parameters() if p.requires_grad]
+    opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else optimizer(params)
+    batches = _batches(problem.n, batch_size, seed)
+
+    def step() -> float:
+        idx = next(batches)
+        X, y = (problem.X, problem.y) if idx is None else (problem.X[idx], problem.y[idx])
+        opt.zero_grad()
+        loss = problem.loss_fn(problem.model(X), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
 
 
 def _batch_len(problem: Landscape | Supervised, batch: Tensor | None) -> int:
