@@ -1,4 +1,5 @@
-"""``python -m optlib.bench steps``: a tiny smoke run through the command line, and the pieces."""
+"""``python -m optlib.bench steps``: a tiny smoke run through the command line, and the pieces
+(bytes per parameter from each update's state, the streaming kernels, interleaving)."""
 
 import json
 import math
@@ -6,35 +7,84 @@ import math
 import pytest
 import torch
 
-import optlib
 from optlib.bench import steps
 from optlib.bench.__main__ import main as bench_main
 
+PICKED = ["SGD", "AdamW", "RMSprop", "Lion"]  # torch fused / torch foreach only / not in torch
 
-def test_tiny_run_prints_one_row_per_optimizer(tmp_path, capsys):
+
+def test_tiny_run_reports_every_path_against_the_floor(tmp_path, capsys):
     path = tmp_path / "steps.json"
-    argv = ["steps", "--sizes", "3k", "--rounds", "2", "--warmup", "1", "--tensors", "7"]
+    argv = ["steps", "--sizes", "3k", "--threads", "1", "--rounds", "2", "--warmup", "1"]
+    argv += ["--tensors", "7", "--optimizers", *PICKED, "--json", str(path)]
     threads = torch.get_num_threads()
-    assert bench_main([*argv, "--no-model-table", "--json", str(path)]) == 0
+    assert bench_main(argv) == 0
     assert torch.get_num_threads() == threads
     out, err = capsys.readouterr()
-    expected = [n for n in steps.CONFIGS if n in optlib.__all__]
-    assert "SGD" in expected
     rows = [line.split() for line in out.splitlines()]
-    rows = [r for r in rows if r and r[0] in expected]
-    assert [r[0] for r in rows] == expected
-    for r in rows:
-        assert r[1] == "3k"
-        torch_ms, optlib_ms, ratio = float(r[2]), float(r[3]), float(r[4].rstrip("x"))
-        assert all(math.isfinite(x) and x > 0 for x in (torch_ms, optlib_ms, ratio))
-        assert r[5] == ("PASS" if ratio <= 1.25 else "FAIL")
-    assert err.count("\n") == len(expected)  # one progress line each, on stderr
+    assert [r[0] for r in rows if r and r[0] in steps.CONFIGS] == PICKED
+    assert f"{len(PICKED)}/{len(PICKED)}" in err  # the progress bar, on stderr
     saved = json.loads(path.read_text())
-    assert [r["optimizer"] for r in saved["rows"]] == expected
+    assert saved["machine"]["torch"] == torch.__version__
+    by_name = {r["optimizer"]: r for r in saved["rows"]}
+    assert set(by_name["SGD"]["times_ms"]) == set(steps.PATHS)
+    assert set(by_name["RMSprop"]["times_ms"]) == {
+        "torch foreach",
+        "optlib foreach",
+        "optlib fused",
+    }
+    assert set(by_name["Lion"]["times_ms"]) == {"optlib foreach", "optlib fused"}
+    assert [by_name[n]["reference"] for n in PICKED] == [
+        "torch fused",
+        "torch fused",
+        "torch foreach",
+        "optlib foreach",
+    ]
+    assert [by_name[n]["bytes_per_param"] for n in PICKED] == [20, 28, 20, 20]
     for r in saved["rows"]:
-        assert r["size"] == 3000 and r["n_tensors"] == 7
-        assert r["ratio"] == pytest.approx(r["optlib_ms"] / r["torch_ms"])
-        assert math.isfinite(r["ratio"]) and r["ratio"] > 0
+        assert r["size"] == 3000 and r["n_tensors"] == 7 and r["threads"] == 1
+        assert set(r["stream_gbs"]) == set(steps.STREAMS)
+        assert r["bandwidth_gbs"] == pytest.approx(max(r["stream_gbs"].values()))
+        floor_ms = 1e3 * r["bytes_per_param"] * r["size"] / (r["bandwidth_gbs"] * 1e9)
+        assert r["floor_ms"] == pytest.approx(floor_ms)
+        for p, t in r["times_ms"].items():
+            assert math.isfinite(t) and t > 0
+            assert r["shares"][p] == pytest.approx(r["floor_ms"] / t)
+        ratio = r["times_ms"]["optlib fused"] / r["times_ms"][r["reference"]]
+        assert r["ratio"] == pytest.approx(ratio)
+        assert r["passed"] == (r["ratio"] <= 1.0)
+
+
+@pytest.mark.parametrize(
+    "name, hyper, k",
+    [
+        ("SGD", {}, 1),
+        ("Adam", {}, 2),
+        ("Adam", dict(amsgrad=True), 3),
+        ("Adagrad", {}, 1),
+        ("RMSprop", dict(centered=True, momentum=0.9), 3),
+        ("NAdam", {}, 2),
+        ("RAdam", {}, 2),
+        ("Lion", {}, 1),
+    ],
+)
+def test_bytes_per_parameter_count_reads_and_writes(name, hyper, k):
+    """Read theta, g and k state elements, write theta and the state: (3 + 2k) elements."""
+    assert steps.state_tensors(name, **hyper) == k
+    assert steps.bytes_per_param(name, **hyper) == 4 * (3 + 2 * k)
+    assert steps.bytes_per_param(name, torch.float64, **hyper) == 8 * (3 + 2 * k)
+
+
+def test_stream_kernels_move_what_they_claim():
+    kernels = steps.stream_kernels(4000)
+    assert {name: nbytes for name, (_, nbytes) in kernels.items()} == {
+        "copy": 4000,
+        "scale": 8000,
+        "add": 6000,
+    }
+    for call, _ in kernels.values():
+        out = call()
+        assert torch.isfinite(out).all()
 
 
 def test_tensor_sizes_are_seeded_positive_and_sum_to_the_total():
@@ -45,7 +95,7 @@ def test_tensor_sizes_are_seeded_positive_and_sum_to_the_total():
     assert steps.tensor_sizes(5, 100) == [1] * 5
 
 
-def test_both_implementations_start_from_the_same_parameters():
+def test_every_path_starts_from_the_same_parameters():
     base = steps.make_params(1000, 10)
     a, b = steps.clone_params(base), steps.clone_params(base)
     assert all(torch.equal(p, q) and torch.equal(p.grad, q.grad) for p, q in zip(a, b))
@@ -68,5 +118,5 @@ def test_parse_size(text, n):
 
 
 def test_unknown_optimizer_is_rejected():
-    with pytest.raises(ValueError, match="Lion"):
-        steps.available(["Adam", "Lion"])
+    with pytest.raises(ValueError, match="Shampoo"):
+        steps.available(["Adam", "Shampoo"])

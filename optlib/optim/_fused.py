@@ -49,7 +49,7 @@ from torch import Tensor
 
 from ._base import new_step_counter
 
-Key = tuple  # per-tensor scalars that decide a segment (step count, ...)
+Key = tuple  # (counter key, first step): what the scalars of a segment depend on
 
 #: Device types on which the fused path could not compile, with the reason (process-wide).
 _unavailable: dict[str, str] = {}
@@ -99,20 +99,24 @@ def use_foreach(group: dict, params: list[Tensor]) -> bool:
 def compiled_kernel(update: FusedUpdate, flags: tuple) -> Callable:
     """The compiled kernel of ``update`` with the static switches ``flags`` (cached).
 
-    Each (update, flags) pair gets its own copy of the kernel's code object, because
+    Each (update, flags, thread count) gets its own copy of the kernel's code object, because
     torch.compile caches graphs, and counts recompiles, per code object: dtypes and devices are
     then the only guards that can add a graph.
     """
-    key = (update.name, flags)
+    threads = torch.get_num_threads()
+    key = (update.name, flags, threads)
     kernel = _kernels.get(key)
     if kernel is None:
         fn = update.kernel
-        name = f"{update.name}_fused_" + "".join(str(int(f)) for f in flags)
+        name = f"{update.name}_fused_" + "".join(str(int(f)) for f in flags) + f"_{threads}"
         copy = types.FunctionType(
             fn.__code__.replace(co_name=name), fn.__globals__, name, fn.__defaults__
         )
         copy.__kwdefaults__ = update.flag_values(flags)
-        kernel = _kernels[key] = torch.compile(copy, dynamic=True, fullgraph=True)
+        # A CPU kernel is generated for a fixed number of OpenMP threads: one per thread count.
+        options = {"cpp.threads": threads}
+        kernel = torch.compile(copy, dynamic=True, fullgraph=True, options=options)
+        _kernels[key] = kernel
     return kernel
 
 
@@ -130,7 +134,7 @@ def _give_up(device: torch.device, reason: str) -> None:
 def _ready(update: FusedUpdate, flags: tuple, n_state: int, p: Tensor) -> bool:
     """Compile the kernel for ``p``'s dtype and device on two-element dummies, before the real
     call touches anything, so that a failure can still fall back cleanly."""
-    key = (update.name, flags, p.dtype, p.device)
+    key = (update.name, flags, p.dtype, p.device, torch.get_num_threads())
     if key in _ready_keys:
         return True
     if p.device.type in _unavailable:
@@ -191,6 +195,10 @@ class _Bucket:
     grad_ptrs: list[int]
     has_state: list[bool]
 
+    @property
+    def everyone(self) -> list[int]:
+        return list(range(len(self.params)))
+
 
 def _build(optimizer, params: list[Tensor], update: FusedUpdate, keys) -> _Bucket:
     """Move ``params``, and the state they already have, into fresh flat buffers."""
@@ -245,6 +253,19 @@ def _point_state(optimizer, bucket: _Bucket, update: FusedUpdate, i: int) -> Non
     bucket.has_state[i] = True
 
 
+def _plan_grads(bucket: _Bucket) -> tuple[list[int], list[int]] | None:
+    """The parameters that have a gradient, and those whose gradient must be gathered; ``None``
+    if one cannot be (see :func:`_foreign_grads`)."""
+    try:  # the usual step: every gradient present, and already a view of the flat buffer
+        if [p.grad.data_ptr() for p in bucket.params] == bucket.grad_ptrs:
+            return bucket.everyone, []
+    except (AttributeError, RuntimeError):  # a missing (None) or sparse gradient
+        pass
+    present = [i for i, p in enumerate(bucket.params) if p.grad is not None]
+    foreign = _foreign_grads(bucket, present)
+    return None if foreign is None else (present, foreign)
+
+
 def _foreign_grads(bucket: _Bucket, present: list[int]) -> list[int] | None:
     """The present gradients that are not yet views of the flat gradient buffer; ``None`` if one
     of them cannot be gathered (sparse, another shape or device)."""
@@ -295,11 +316,10 @@ def fused_step(optimizer: torch.optim.Optimizer, group: dict, update: FusedUpdat
     for bucket in buckets:
         if not _ready(update, flags, len(keys), bucket.params[0]):
             return False
-        present = [i for i, p in enumerate(bucket.params) if p.grad is not None]
-        foreign = _foreign_grads(bucket, present)
-        if foreign is None:
+        plan = _plan_grads(bucket)
+        if plan is None:
             return False
-        plans.append((bucket, present, foreign))
+        plans.append((bucket, *plan))
     for bucket, present, foreign in plans:
         if present:
             _step_bucket(optimizer, group, update, flags, bucket, present, foreign)
@@ -321,8 +341,7 @@ def _buckets(optimizer, group: dict, update: FusedUpdate, keys) -> list[_Bucket]
         entry is not None
         and entry["group"] is group
         and entry["state"] is optimizer.state
-        and len(entry["params"]) == len(params)
-        and all(a is b for a, b in zip(entry["params"], params))
+        and entry["ids"] == list(map(id, params))
         and all(b.state_keys == keys for b in entry["buckets"])
         and all(b.param_ptrs == [p.data_ptr() for p in b.params] for b in entry["buckets"])
     ):
@@ -334,7 +353,7 @@ def _buckets(optimizer, group: dict, update: FusedUpdate, keys) -> list[_Bucket]
         kinds.setdefault((p.device, p.dtype), []).append(p)
     buckets = [_build(optimizer, ps, update, keys) for ps in kinds.values()]
     cache[id(group)] = dict(
-        group=group, state=optimizer.state, params=list(params), buckets=buckets
+        group=group, state=optimizer.state, ids=list(map(id, params)), buckets=buckets
     )
     return buckets
 
@@ -351,7 +370,7 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
 
 
 def _step_bucket(optimizer, group, update, flags, bucket: _Bucket, present, foreign) -> None:
-    fresh = [i for i in present if not bucket.has_state[i]]
+    fresh = [] if all(bucket.has_state) else [i for i in present if not bucket.has_state[i]]
     for i in fresh:  # a parameter's first step: its state starts at the initial values
         a, b = bucket.offsets[i], bucket.ends[i]
         for key, init in bucket.state_keys:
@@ -360,11 +379,15 @@ def _step_bucket(optimizer, group, update, flags, bucket: _Bucket, present, fore
             bucket.counter_flat[key][i] = init
         _point_state(optimizer, bucket, update, i)
     _gather_grads(bucket, foreign)
-    keys = update.advance(bucket.counter_flat, _runs(present), group)
+    n = len(bucket.params)
+    everyone = len(present) == n
+    keys = update.advance(bucket.counter_flat, [(0, n)] if everyone else _runs(present), group)
     first = set(fresh) if update.uses_fresh else set()
-    segments: list[list] = []  # [first index, end index, key]
-    for i in present:
-        key = (keys[i] if keys is not None else ()) + (i in first,)
+    segments: list[list] = []  # [first index, end index, (counter key, first step)]
+    if everyone and not first and (keys is None or keys.count(keys[0]) == n):
+        segments.append([0, n, (keys[0] if keys is not None else None, False)])
+    for i in present if not segments else ():
+        key = (keys[i] if keys is not None else None, i in first)
         if segments and segments[-1][1] == i and segments[-1][2] == key:
             segments[-1][1] = i + 1
         else:
@@ -397,8 +420,10 @@ class FusedUpdate:
     * :meth:`flags`: the static switches, named by ``flag_names`` (one compiled kernel each);
     * :meth:`advance`: move the counters of the parameters that have a gradient and return each
       parameter's key (parameters with equal keys share a kernel call);
-    * :meth:`scalars`: the scalars of one such segment, from the group and the key (whose last
-      entry says whether it is the parameters' first step, when ``uses_fresh``).
+    * :meth:`scalars`: the scalars of one such segment, from the group and the key
+      ``(counter key, first step)``: the counter key is what :meth:`advance` returned for the
+      segment's parameters (the step count, by default), and the flag says whether it is their
+      first step (only when ``uses_fresh``).
     """
 
     name = "update"
@@ -418,17 +443,17 @@ class FusedUpdate:
     def state_keys(self, group: dict, optimizer) -> tuple[tuple[str, float], ...]:
         raise NotImplementedError
 
-    def advance(self, counters: dict[str, Tensor], runs, group: dict) -> list[Key] | None:
-        """``step += 1`` for the parameters in ``runs``; the key is the new step."""
+    def advance(self, counters: dict[str, Tensor], runs, group: dict) -> list | None:
+        """``step += 1`` for the parameters in ``runs``; the key is the new step (a float)."""
         if "step" not in counters:
             return None
         steps = counters["step"]
-        if len(runs) == 1 and runs[0] == (0, len(steps)):
+        if runs == [(0, len(steps))]:
             steps.add_(1)
         else:
             for i, j in runs:
                 steps[i:j].add_(1)
-        return [(int(t),) for t in steps.tolist()]
+        return steps.tolist()
 
     def scalars(self, group: dict, key: Key) -> list[float]:
         raise NotImplementedError

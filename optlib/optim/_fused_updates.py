@@ -123,7 +123,7 @@ class AdamUpdate(FusedUpdate):
         return keys + ((("max_exp_avg_sq", 0.0),) if group.get("amsgrad", False) else ())
 
     def scalars(self, group, key):
-        t = key[0]
+        t = int(key[0])
         lr, (beta1, beta2), wd = scalar(group["lr"]), _betas(group), group["weight_decay"]
         decay = 1 - lr * wd if self._decoupled(group) and wd != 0 else 1.0
         if group.get("bias_correction", True):
@@ -160,7 +160,7 @@ class AdagradUpdate(FusedUpdate):
         return (("sum", float(optimizer.defaults["initial_accumulator_value"])),)
 
     def scalars(self, group, key):
-        lr_t = scalar(group["lr"]) / (1 + (key[0] - 1) * group["lr_decay"])
+        lr_t = scalar(group["lr"]) / (1 + (int(key[0]) - 1) * group["lr_decay"])
         return [_sign(group), group["weight_decay"], group["eps"], -lr_t]
 
 
@@ -259,7 +259,7 @@ class NAdamUpdate(FusedUpdate):
         :func:`.nadam.nadam_update` does; the key is the step and the new product."""
         from .nadam import nadam_beta1  # (imported here: nadam imports this module)
 
-        steps = [t for (t,) in super().advance(counters, runs, group)]
+        steps = super().advance(counters, runs, group)
         beta1, psi = scalar(group["betas"][0]), group["momentum_decay"]
         prods = counters["mu_product"]
         for i, j in runs:  # runs of equal step share one multiplication
@@ -268,14 +268,14 @@ class NAdamUpdate(FusedUpdate):
                 e = k + 1
                 while e < j and steps[e] == steps[k]:
                     e += 1
-                prods[k:e].mul_(nadam_beta1(beta1, psi, steps[k]))
+                prods[k:e].mul_(nadam_beta1(beta1, psi, int(steps[k])))
                 k = e
         return list(zip(steps, prods.tolist()))
 
     def scalars(self, group, key):
         from .nadam import nadam_beta1
 
-        t, prod = key[0], key[1]
+        t, prod = int(key[0][0]), key[0][1]
         lr, (beta1, beta2), wd = scalar(group["lr"]), _betas(group), group["weight_decay"]
         psi = group["momentum_decay"]
         beta1_t, beta1_next = nadam_beta1(beta1, psi, t), nadam_beta1(beta1, psi, t + 1)
@@ -326,7 +326,7 @@ class RAdamUpdate(FusedUpdate):
     def scalars(self, group, key):
         from .radam import radam_rectification  # (imported here: radam imports this module)
 
-        t = key[0]
+        t = int(key[0])
         lr, (beta1, beta2), wd = scalar(group["lr"]), _betas(group), group["weight_decay"]
         decay = 1 - lr * wd if group["decoupled_weight_decay"] and wd != 0 else 1.0
         c1, c2 = 1 - beta1**t, 1 - beta2**t
