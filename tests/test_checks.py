@@ -27,12 +27,40 @@ def iters_right(kappa, tol):
     return math.ceil(math.log(tol) / math.log((kappa - 1) / (kappa + 1)))
 
 
-def sgd_momentum(params, **hyper):
-    return torch.optim.SGD(params, **hyper)
+class sgd_momentum(torch.optim.Optimizer):  # hand-written: torch.optim.SGD would be delegation
+    def __init__(self, params, lr, momentum, nesterov=False, **rest):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            mu = group["momentum"]
+            for p in group["params"]:
+                b = self.state[p].get("b")
+                b = p.grad.clone() if b is None else b.mul_(mu).add_(p.grad)
+                self.state[p]["b"] = b
+                p.add_(p.grad + mu * b if group["nesterov"] else b, alpha=-group["lr"])
 
 
-def adam(params, **hyper):
-    return torch.optim.Adam(params, **hyper)
+class adam(torch.optim.Optimizer):  # hand-written Adam (with L2 weight decay, as torch's)
+    def __init__(self, params, lr, betas, eps, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                st_ = self.state[p]
+                if not st_:
+                    st_["t"], st_["m"], st_["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                g = p.grad + group["weight_decay"] * p
+                st_["t"] += 1
+                st_["m"].mul_(beta1).add_(g, alpha=1 - beta1)
+                st_["v"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                m_hat = st_["m"] / (1 - beta1 ** st_["t"])
+                v_hat = st_["v"] / (1 - beta2 ** st_["t"])
+                p.sub_(group["lr"] * m_hat / (v_hat.sqrt() + group["eps"]))
 
 
 class EMAMomentum(torch.optim.Optimizer):

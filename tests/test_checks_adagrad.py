@@ -98,7 +98,7 @@ ANSWERS = {
 RIGHT = [
     (checks.adagrad_class, MyAdagrad, {}),
     (checks.adagrad_class, MyAdagrad, {"extras": True, "n_cases": 4, "steps": 25}),
-    (checks.adagrad_class, torch.optim.Adagrad, {"extras": True}),
+    (checks.adagrad_class, MyAdagrad, {"extras": True}),  # torch.optim.Adagrad: delegation
     (checks.preconditioned_kappa, kappa_right, {"n_cases": 6, "max_dim": 7}),
     (checks.preconditioned_kappa, kappa_via_similar_matrix, {}),
     (checks.adagrad_effective_lr, ada_lr_right, {"n_cases": 6}),

@@ -9,12 +9,14 @@ Every check lives in the module of its chapter's topic and registers itself in :
 * :mod:`~optlib.course.checks.adagrad` (chapter 4),
 * :mod:`~optlib.course.checks.adam` (chapter 5),
 * :mod:`~optlib.course.checks.weight_decay` (chapter 6),
-* :mod:`~optlib.course.checks.preconditioners` (chapter 7).
+* :mod:`~optlib.course.checks.preconditioners` (chapter 7),
+* :mod:`~optlib.course.checks.sign_methods` (chapter 8).
 
 Exercises call them as ``checks.<name>(answer)``: ``from optlib.course import checks``.
 """
 
-from ._core import CHECKS, Check, run_check
+from . import delegation  # noqa: F401  (what each check's answer must not delegate to)
+from ._core import CHECKS, DELEGATION, Check, run_check
 from .adagrad import *  # noqa: F403
 from .adagrad import __all__ as _adagrad
 from .adam import *  # noqa: F403
@@ -27,11 +29,14 @@ from .preconditioners import *  # noqa: F403
 from .preconditioners import __all__ as _preconditioners
 from .sgd import *  # noqa: F403
 from .sgd import __all__ as _sgd
+from .sign_methods import *  # noqa: F403
+from .sign_methods import __all__ as _sign_methods
 from .weight_decay import *  # noqa: F403
 from .weight_decay import __all__ as _weight_decay
 
-__all__ = ["CHECKS", "Check", "run_check"]
+__all__ = ["CHECKS", "DELEGATION", "Check", "run_check"]
 for _names in (
-    _gradient_descent, _sgd, _momentum, _adagrad, _adam, _weight_decay, _preconditioners
+    _gradient_descent, _sgd, _momentum, _adagrad, _adam, _weight_decay, _preconditioners,
+    _sign_methods,
 ):
     __all__ += _names

@@ -14,13 +14,59 @@ Every check is split into four pure parts so that two graders can share it:
 * ``expect(case)``: runs the *reference* on the same case and returns the same kind of data;
 * ``compare(case, got, expected, where)``: raises :class:`AssertionError` on a mismatch.
 
-In a notebook, ``checks.gd_step(gd_step)`` runs all four in the learner's kernel (advisory).
-The classroom grader (:mod:`optlib.course.grading`) runs only ``probe`` in a sandboxed child
-process and ``cases``/``expect``/``compare`` in the trusted parent, which never runs learner code.
- This module is the core every chapter's check module builds on: the registry
-(:data:`CHECKS`, :func:`run_check`), seeded problems, and the helpers that turn what a learner's
-code returned into plain data and compare it. It imports none of the chapter modules; the
-package's ``__init__`` imports them, and each registers its checks here.
+In a notebook, ``checks.gd_step(gd_step)`` runs all four in the learner's kernel (advisory). The
+classroom grader (:mod:`optlib.course.grading`) runs all four in its own trusted process: the
+learner's code runs in a sandbox, and ``probe`` reaches it only through a stand-in. Both use the
+same protocol (:mod:`optlib.course.grading.proxy`), so a check behaves the same in both places.
+
+**What a probe may do with** ``answer`` (the contract; a check that keeps to it works in the
+grader's sandbox unchanged, and ``tests/test_checks.py`` runs every registered check through it):
+
+1. *Call it*, and call what it returns (``opt = answer(params, lr=0.1)``, ``opt.step()``), with
+   arguments made of: ``None``, bools, ints, floats, complex numbers, strings, bytes; tuples,
+   lists, dicts, sets of these; torch tensors (any dtype and shape, dense, on the CPU; with
+   ``requires_grad`` and ``.grad``), ``torch.Size``, dtypes, devices; numpy arrays and scalars;
+   ``torch.Generator`` (CPU); ``torch.nn.Module`` trees built of torch.nn modules; and functions
+   of the probe's own (callbacks: when the learner's code calls one, it runs in the probe's
+   process and its result is sent back; a closure that computes a loss and its gradients works).
+2. *Read and set attributes* of what the learner's code returned (``opt.param_groups``,
+   ``opt.state_dict()``); methods come back as callables.
+3. *Inspect the results*: plain data comes back as fresh copies (tuples stay tuples, tensors keep
+   dtype, shape, ``requires_grad`` and ``nn.Parameter``); tensors, generators and modules that the
+   probe passed in are *mirrored*: the learner's code works on its own copies, and after every
+   call (and before every callback) whatever it changed (values, ``.grad``, generator state,
+   module parameters and buffers) is written back into the probe's objects, in place; a result
+   that is one of them comes back as the very same object (``is`` holds), so in-place changes and
+   param groups can be checked. Module classes travel as torch.nn's own (a module of another class
+   arrives as a stand-in subclass of its nearest torch.nn base, with the same name and without
+   its methods). Mutate passed tensors with ordinary in-place operations (not through ``.data``
+   or numpy views) before passing them again.
+4. Anything else the learner's code returns is a *stand-in*: callable if the original is,
+   ``type(x).__name__`` is the learner's type name, attributes as in 2; ``isinstance`` against
+   the learner's classes, iteration, indexing and arithmetic on it are not available (ask the
+   learner's code for plain data instead, e.g. ``list(opt.param_groups)``).
+5. An exception of the learner's code arrives as an exception of the same built-in type (or
+   :class:`~optlib.course.grading.proxy.AnswerError`); a probe may catch it, otherwise the case
+   records ``{"error": ...}`` and ``compare`` reports it. Time limits and a broken sandbox end the
+   question with an exception no probe can catch.
+6. Each call has a time limit in the grader; a probe may call as often as it needs (each call is
+   one round trip, about 0.1 ms), and runs in a thread beside other submissions' probes, so it
+   must not rely on global random state (use a ``torch.Generator``).
+
+**Delegation.** An answer that delegates to torch.optim's or optlib's own implementation of the
+method asked for (subclassing it, aliasing it, calling it or its functional form, running it to
+"predict") scores nothing, with a message that says so. Each check declares what its answer must
+not use with :func:`no_delegation` (chapters 1 to 7: ``optlib/course/checks/delegation.py``):
+dotted names of classes (their own code and every subclass), functions, or whole modules (all
+that is defined in them). An author of a new check adds one line there, or calls it next to
+``_register``; a check with nothing to forbid says so with an empty list, and
+``tests/test_checks.py`` fails for a registered check without a declaration. The learner's side
+watches the code that runs while it serves a call (see :mod:`optlib.course.grading.serve`).
+
+This module is the core every chapter's check module builds on: the registry (:data:`CHECKS`,
+:func:`run_check`, :data:`DELEGATION`), seeded problems, and the helpers that turn what a
+learner's code returned into plain data and compare it. It imports none of the chapter modules;
+the package's ``__init__`` imports them, and each registers its checks here.
 
 The problems are quadratics :math:`f(\theta) = \tfrac12 \theta^\top A \theta - b^\top \theta`
 with :math:`A = Q\,\mathrm{diag}(\lambda_1,\dots,\lambda_d)\,Q^\top` symmetric positive definite,
@@ -30,6 +76,7 @@ from a seed so that the checks depend only on torch and optlib's optimizers.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +84,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKS", "Check", "run_check"]
+__all__ = ["CHECKS", "DELEGATION", "Check", "Delegation", "no_delegation", "run_check"]
 
 Case = dict[str, Any]
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -66,12 +113,96 @@ def _register(check: Check) -> Check:
     return check
 
 
+@dataclass(frozen=True)
+class Delegation:
+    """What a check's answer must not delegate to: ``what`` names the method the learner writes
+    (it goes into the message), ``names`` the dotted paths of torch's and optlib's own
+    implementations of it (a class: its own code and its subclasses; a function; a module:
+    everything defined in it)."""
+
+    what: str
+    names: tuple[str, ...]
+
+
+DELEGATION: dict[str, Delegation] = {}
+ANSWER = "answer"  # the label of an answer whose name is unknown
+
+
+def no_delegation(check: str, what: str, *names: str) -> None:
+    """Declare that the answer to ``check`` must not use ``names`` (see the module docstring)."""
+    DELEGATION[check] = Delegation(what, tuple(names))
+
+
+def delegation_message(check: str, label: str, hits: set[str]) -> str:
+    """Why a delegating answer scores nothing."""
+    what = DELEGATION[check].what if check in DELEGATION else "this method"
+    used = ", ".join(sorted(hits))
+    return (
+        f"{check}: {'your answer' if label == ANSWER else f'`{label}`'} uses {used}, a "
+        f"library's own {what}: this question asks you to "
+        "write it yourself, so it scores nothing"
+    )
+
+
+def not_defined_message(check: str, label: str, state: str) -> str:
+    """The message for an answer whose cell was never run (``state``: "None", "undefined")."""
+    status = "still None" if state == "None" else "not defined"
+    if label == ANSWER:
+        return (
+            f"{check}: the answer is {status}: run the cell that defines it (with your answer "
+            "in place of `...`), then run this check again"
+        )
+    return (
+        f"{check}: `{label}` is {status}: run the cell that defines `{label}` (with your answer "
+        "in place of `...`), then run this check again"
+    )
+
+
+def _label_of(answer: Any) -> str:
+    """The name the caller gave ``answer`` (the parameter of otter's test function, or the
+    learner's variable), found in the first frame outside the checks; else "your answer"."""
+    frame = inspect.currentframe()
+    try:
+        while frame is not None and frame.f_globals.get("__name__", "").startswith(
+            "optlib.course.checks"
+        ):
+            frame = frame.f_back
+        if frame is not None:
+            names = [
+                k
+                for k, v in frame.f_locals.items()
+                if v is answer and k.isidentifier() and not k.startswith("__")
+            ]
+            if len(names) == 1:
+                return names[0]
+    finally:
+        del frame
+    return ANSWER
+
+
 def run_check(name: str, answer: Any, **options: Any) -> None:
-    """Run check ``name`` on ``answer`` in this process; print its line or raise AssertionError."""
+    """Run check ``name`` on ``answer`` in this process; print its line or raise AssertionError.
+
+    ``answer`` is reached through the grader's protocol (a loopback stand-in, see the module
+    docstring), so what passes here passes in the classroom grader too."""
+    from ..grading.proxy import LocalAnswer  # the course's protocol; imported when first used
+
     check = CHECKS[name]
+    label = _label_of(answer)
+    if answer is None:
+        raise AssertionError(not_defined_message(name, label, "None"))
     cases = check.cases(**options)
+    forbidden = list(DELEGATION[name].names) if name in DELEGATION else []
+    local = LocalAnswer(answer, check=name, forbidden=forbidden, label=label)
+    if local.delegated:
+        raise AssertionError(delegation_message(name, label, local.delegated))
     for i, case in enumerate(cases):
-        got = check.probe(answer, case)
+        got = local.probe(check, case)
+        if local.delegated:
+            raise AssertionError(delegation_message(name, label, local.delegated))
+        cause = local.last_exception
+        if cause is not None and isinstance(got, dict) and set(got) == {"error"}:
+            raise cause  # in the learner's kernel: their own error, with its traceback
         check.compare(case, got, check.expect(case), f"case {i + 1} of {len(cases)}")
     print(check.success(**options))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .assign import assign
 from .grade import grade_folder
-from .sandbox import Limits
+from .sandbox import Limits, SandboxUnavailable
 
 
 def _master(name: str, exercises: Path) -> Path:
@@ -32,21 +32,29 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--exercises", type=Path, default=Path("exercises"))
     a.add_argument("--out", type=Path, default=Path("_build/assignments"))
 
-    g = sub.add_parser("grade", help="grade a folder of submissions into a CSV")
+    g = sub.add_parser(
+        "grade",
+        help="grade a folder of submissions into a CSV",
+        description="Grade every .ipynb in a folder, each submission in its own bubblewrap "
+        "sandbox, into a CSV written row by row (see optlib.course.grading).",
+    )
     g.add_argument("assignment", help="exercise name (01_gradient_descent) or master path")
     g.add_argument("submissions", type=Path, help="folder of submitted .ipynb files")
     g.add_argument("out", type=Path, help="CSV file to write")
     g.add_argument("--exercises", type=Path, default=Path("exercises"))
+    g.add_argument("--jobs", type=int, default=None, help="submissions at once (default: cores)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted CSV")
     g.add_argument("--timeout", type=float, default=60.0, help="seconds per question")
-    g.add_argument("--cell-timeout", type=float, default=20.0, help="seconds per cell/probe")
-    g.add_argument("--submission-timeout", type=float, default=None, help="seconds per file")
-    g.add_argument("--memory-mb", type=int, default=4096)
+    g.add_argument("--cell-timeout", type=float, default=20.0, help="seconds per cell or call")
+    g.add_argument("--memory-mb", type=int, default=4096, help="memory of a whole job")
+    g.add_argument("--processes", type=int, default=64, help="processes+threads of a job")
+    g.add_argument("--disk-mb", type=int, default=64, help="size of each private tmpfs")
     g.add_argument("--seed", type=int, default=None, help="reproduce a run's inputs")
     g.add_argument(
-        "--user",
-        choices=["auto", "nobody", "current"],
-        default="auto",
-        help="run submissions as nobody (auto: when root) or as the current user (fallback)",
+        "--unsafe-run-submissions-as-me",
+        action="store_true",
+        help="no sandbox: submissions run as you and can read, change and send your files "
+        "(only for notebooks you trust; refused as root)",
     )
     args = parser.parse_args(argv)
 
@@ -63,17 +71,29 @@ def main(argv: list[str] | None = None) -> int:
         question_timeout_s=args.timeout,
         cell_timeout_s=min(args.cell_timeout, args.timeout),
         memory_mb=args.memory_mb,
+        processes=args.processes,
+        disk_mb=args.disk_mb,
     )
-    grade_folder(
-        _master(args.assignment, args.exercises),
-        args.submissions,
-        args.out,
-        limits=limits,
-        submission_timeout_s=args.submission_timeout,
-        seed=args.seed,
-        user=args.user,
-        log=lambda line: print(line, flush=True),
-    )
+    try:
+        grade_folder(
+            _master(args.assignment, args.exercises),
+            args.submissions,
+            args.out,
+            limits=limits,
+            seed=args.seed,
+            jobs=args.jobs,
+            resume=args.resume,
+            unsandboxed=args.unsafe_run_submissions_as_me,
+            log=print,
+        )
+    except SandboxUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 
