@@ -363,3 +363,24 @@ def test_a_state_dict_copy_is_independent_of_the_buffers():
     E.take_steps(opt, params, 1)
     assert not torch.equal(saved["state"][0]["exp_avg"], opt.state[params[0]]["exp_avg"])
     assert int(saved["state"][0]["step"]) == 2 and int(opt.state[params[0]]["step"]) == 3
+
+
+def test_muon_with_aux_adamw_runs_its_adamw_groups_fused():
+    """MuonWithAuxAdamW's AdamW half (biases, gains, the head) on the fused path: the same run,
+    and the Muon half untouched by it."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    model = model.double()
+    x = torch.randn(10, 6, dtype=torch.float64)
+    runs = []
+    for fused_flag in (False, True):
+        m = copy.deepcopy(model)
+        groups = optlib.optim.muon.muon_param_groups(m, ns_dtype=None, weight_decay=0.01)
+        opt = optlib.MuonWithAuxAdamW(groups, fused=fused_flag)
+        assert [g.get("fused", False) for g in opt.param_groups] == [False, fused_flag]
+        for _ in range(6):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            opt.step()
+        runs.append([p.detach().clone() for p in m.parameters()])
+    assert_close_lists(runs[1], runs[0], rtol=1e-12, atol=1e-14)

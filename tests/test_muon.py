@@ -192,7 +192,7 @@ def test_aux_defaults_are_the_references():
         True,
         5,
     )
-    assert muon["weight_decay"] == 0 and muon["ns_dtype"] == torch.bfloat16
+    assert muon["weight_decay"] == 0 and muon["ns_dtype"] == "auto"
     assert (adamw["lr"], adamw["betas"], adamw["eps"], adamw["weight_decay"]) == (
         3e-4,
         (0.9, 0.95),

@@ -52,12 +52,15 @@ imaginary part.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from ._base import Optimizer, new_step_counter, scalar, step_value
+from ._fused import fused_step
+from ._fused_updates import ADAMW_AUX_UPDATE
 from ._moments import real_views
 from ._validate import (
     check_beta,
@@ -83,6 +86,38 @@ _MUON_DEFAULTS = dict(
 #: 0.2·√max(rows, cols), which gives the update AdamW's RMS (Liu et al., 2025).
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 _ADAMW_DEFAULTS = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
+
+
+def fast_ns_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype Newton–Schulz runs in with ``ns_dtype="auto"``: bfloat16 where ``device``
+    multiplies bfloat16 matrices faster than float32 (CUDA with bfloat16 support; a CPU with
+    AMX matrix units that oneDNN may use), float32 elsewhere.
+
+    On a CPU without bfloat16 matrix units a bfloat16 product is emulated, several times slower
+    than float32 (4x on this project's machine with oneDNN capped below AMX; the issue that asked
+    for this measured 22x elsewhere), while with AMX it is about 5x *faster* than float32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and _cpu_bf16_matrix_units():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _cpu_bf16_matrix_units() -> bool:
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
+    if cap.upper() != "ALL" and "AMX" not in cap.upper():
+        return False  # oneDNN told not to use the matrix units
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(amx is not None and amx() and torch.backends.mkldnn.is_available())
+
+
+def resolve_ns_dtype(
+    ns_dtype: torch.dtype | str | None, device: torch.device
+) -> torch.dtype | None:
+    """``ns_dtype`` as :func:`newton_schulz5` takes it (``"auto"``: :func:`fast_ns_dtype`)."""
+    return fast_ns_dtype(device) if ns_dtype == "auto" else ns_dtype
 
 
 def newton_schulz5(
@@ -149,7 +184,7 @@ def muon_update(
     nesterov: bool,
     ns_steps: int,
     weight_decay: float,
-    ns_dtype: torch.dtype | None,
+    ns_dtype: torch.dtype | str | None,
     ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
     eps: float = 1e-7,
     adjust_lr_fn: str | None = None,
@@ -158,7 +193,8 @@ def muon_update(
     b.lerp_(g, 1 - momentum)
     u = g.lerp(b, momentum) if nesterov else b
     U = u.reshape(len(u), -1) if u.ndim > 2 else u
-    o = newton_schulz5(U, ns_steps, dtype=ns_dtype, coefficients=ns_coefficients, eps=eps)
+    dtype = resolve_ns_dtype(ns_dtype, U.device)
+    o = newton_schulz5(U, ns_steps, dtype=dtype, coefficients=ns_coefficients, eps=eps)
     o = o * update_scale(U.size(0), U.size(1), adjust_lr_fn)
     theta.mul_(1 - lr * weight_decay)
     theta.add_(o.reshape_as(theta), alpha=-lr)
@@ -226,9 +262,11 @@ class Muon(Optimizer):
         momentum: momentum :math:`\beta \in [0, 1)`.
         nesterov: use the Nesterov blend :math:`\operatorname{lerp}(g, b, \beta)`.
         ns_steps: Newton–Schulz iterations.
-        ns_dtype: dtype of the Newton–Schulz iteration: ``torch.bfloat16`` as in the reference,
-            or ``None`` to run it in each parameter's own dtype (exact float64 checks; also
-            much faster on CPUs without native bfloat16 matrix products).
+        ns_dtype: dtype of the Newton–Schulz iteration: ``"auto"`` (default) picks the dtype
+            the device is fast in (:func:`fast_ns_dtype`: bfloat16 on CUDA and on CPUs with AMX,
+            as the reference; float32 on CPUs without bfloat16 matrix units, where bfloat16 is
+            several times slower); ``torch.bfloat16`` forces the reference's choice; ``None``
+            runs it in each parameter's own dtype (exact float64 checks).
         ns_coefficients: :math:`(a, b, c)` of the iteration (torch.optim.Muon's argument).
         eps: added to :math:`\lVert u\rVert_F` before dividing (torch.optim.Muon's argument).
         adjust_lr_fn: ``None``/``"original"`` (the reference's scale) or ``"match_rms_adamw"``
@@ -247,7 +285,7 @@ class Muon(Optimizer):
         nesterov: bool = True,
         ns_steps: int = 5,
         *,
-        ns_dtype: torch.dtype | None = torch.bfloat16,
+        ns_dtype: torch.dtype | str | None = "auto",
         ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
         eps: float = 1e-7,
         adjust_lr_fn: str | None = None,
@@ -311,9 +349,10 @@ class MuonWithAuxAdamW(Optimizer):
 
     Every param group carries ``use_muon``. Groups with ``use_muon=True`` take :class:`Muon`'s
     hyperparameters (defaults lr 0.02, momentum 0.95, nesterov True, ns_steps 5, weight_decay 0,
-    ns_dtype bfloat16); groups with ``use_muon=False`` take AdamW's (defaults lr 3e-4,
+    ns_dtype ``"auto"``); groups with ``use_muon=False`` take AdamW's (defaults lr 3e-4,
     betas (0.9, 0.95), eps 1e-10, weight_decay 0, as in the reference) and are updated by optlib's
-    Adam step with decoupled weight decay:
+    Adam step with decoupled weight decay (``fused=True``, for the constructor or per group: on
+    optlib's fused path, :mod:`optlib.optim._fused`):
 
     .. math::
 
@@ -328,13 +367,14 @@ class MuonWithAuxAdamW(Optimizer):
         opt = MuonWithAuxAdamW(muon_param_groups(model, muon_lr=0.02, adamw_lr=3e-4))
     """
 
-    def __init__(self, param_groups: Iterable[dict]) -> None:
+    def __init__(self, param_groups: Iterable[dict], *, fused: bool = False) -> None:
         param_groups = list(param_groups)
         if not param_groups or not all(isinstance(g, dict) for g in param_groups):
             raise ValueError(
                 "Invalid param_groups: MuonWithAuxAdamW takes a list of dicts, each with "
                 "'params' and 'use_muon' (see muon_param_groups)"
             )
+        self._fused_default = bool(fused)
         super().__init__(param_groups, {})
 
     def add_param_group(self, param_group: dict) -> None:
@@ -343,7 +383,11 @@ class MuonWithAuxAdamW(Optimizer):
                 "Invalid param group: missing 'use_muon' (True for Muon, False for AdamW)"
             )
         use_muon = param_group["use_muon"]
-        defaults = dict(_MUON_DEFAULTS, ns_dtype=torch.bfloat16) if use_muon else _ADAMW_DEFAULTS
+        defaults = (
+            dict(_MUON_DEFAULTS, ns_dtype="auto")
+            if use_muon
+            else dict(_ADAMW_DEFAULTS, fused=getattr(self, "_fused_default", False))
+        )
         unknown = set(param_group) - set(defaults) - {"params", "use_muon"}
         if unknown:
             kind = "Muon" if use_muon else "AdamW"
@@ -376,6 +420,8 @@ class MuonWithAuxAdamW(Optimizer):
         for group in self.param_groups:
             if group["use_muon"]:
                 _muon_step_group(self, group)
+                continue
+            if group.get("fused") and fused_step(self, group, ADAMW_AUX_UPDATE):
                 continue
             beta1, beta2 = group["betas"]
             for p in group["params"]:
