@@ -10,7 +10,8 @@ compares it with two baselines that have the decay but not the per-coordinate sc
   instead of one per coordinate.
 
 :func:`effective_lr_profile` measures how large a step an adaptive optimizer would take per unit
-of gradient, coordinate by coordinate, from its state.
+of gradient, coordinate by coordinate, from its state, and :func:`fit_sparse` trains the sparse
+logistic regression of :func:`optlib.problems.sparse_logistic` and scores what it learned.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import torch
 from torch import Tensor
 
 from ..optim._validate import check_nonnegative
+from ..problems.sparse import SparseFeatures
+from .train import OptimizerLike, Supervised, run
 
-__all__ = ["AdagradNorm", "inverse_sqrt_schedule", "effective_lr_profile"]
+__all__ = ["AdagradNorm", "inverse_sqrt_schedule", "effective_lr_profile", "fit_sparse"]
 
 
 class AdagradNorm(torch.optim.Optimizer):
@@ -112,3 +115,45 @@ def effective_lr_profile(optimizer: torch.optim.Optimizer) -> Tensor:
     if not out:
         raise ValueError("the optimizer holds no accumulator yet: take a step first")
     return torch.cat(out)
+
+
+def fit_sparse(
+    problem: SparseFeatures,
+    optimizer: OptimizerLike,
+    steps: int,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
+) -> dict[str, float | bool]:
+    r"""Train a fresh :meth:`~optlib.problems.sparse.SparseFeatures.model` (zero weights) on
+    ``problem``'s training set with :func:`optlib.experiments.train.run` (mini-batches of
+    ``batch_size`` in a seeded order, ``scheduler`` stepped after every step) and score it:
+
+    * ``train``, ``test``: the mean logistic loss on the whole training and test sets;
+    * ``excess_test``: the test loss minus that of the true weights :math:`w^\star` (the best a
+      model can do on average);
+    * ``rare``, ``frequent``: :math:`\|w - w^\star\| / \|w^\star\|` over the rare and the
+      frequent features;
+    * ``diverged``: whether the run stopped early.
+    """
+    model = problem.model()
+    supervised = Supervised(model, problem.X_train, problem.y_train, problem.loss_fn)
+    hist = run(optimizer, supervised, steps, batch_size=batch_size, seed=seed, scheduler=scheduler)
+    w_star = problem.w_star
+    with torch.no_grad():
+        w = model[0].weight[0]
+
+        def relative_error(mask: Tensor) -> float:
+            return float((w - w_star)[mask].norm() / w_star[mask].norm())
+
+        test = float(problem.loss_fn(model(problem.X_test), problem.y_test))
+        bayes = float(problem.loss_fn(problem.X_test @ w_star, problem.y_test))
+        return {
+            "train": float(problem.loss_fn(model(problem.X_train), problem.y_train)),
+            "test": test,
+            "excess_test": test - bayes,
+            "rare": relative_error(problem.rare),
+            "frequent": relative_error(~problem.rare),
+            "diverged": hist.diverged,
+        }
