@@ -8,8 +8,9 @@ import sys
 
 # command -> (module, help). Each module exposes ``add_arguments(parser)`` and ``main(args)``.
 COMMANDS = {
-    "steps": ("optlib.bench.steps", "step time of optlib vs torch.optim (and vs AdamW)"),
+    "steps": ("optlib.bench.steps", "step time: torch/optlib, foreach/fused, vs the floor"),
     "memory": ("optlib.bench.memory", "optimizer-state bytes per parameter, measured vs expected"),
+    "gpu": ("optlib.bench.gpu", "one optimizer step on a CUDA device, every path vs the floor"),
 }
 
 

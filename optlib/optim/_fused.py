@@ -222,8 +222,8 @@ def _build(optimizer, params: list[Tensor], update: FusedUpdate, keys) -> _Bucke
         grad_flat=torch.zeros(total, **kw),
         state_keys=keys,
         state_flat={key: torch.full((total,), init, **kw) for key, init in keys},
-        counter_flat={
-            key: torch.full((len(params),), init, dtype=counter_dtype, device=kw["device"])
+        counter_flat={  # on the CPU, as torch.optim keeps ``step`` (no device sync to read it)
+            key: torch.full((len(params),), init, dtype=counter_dtype)
             for key, init in update.counters
         },
         param_ptrs=[p.data_ptr() for p in params],
@@ -238,7 +238,7 @@ def _build(optimizer, params: list[Tensor], update: FusedUpdate, keys) -> _Bucke
                     _slot(bucket.state_flat[key], offsets[i], p).copy_(state[key])
             for key, _ in update.counters:
                 if key in state:
-                    bucket.counter_flat[key][i] = state[key]
+                    bucket.counter_flat[key][i] = float(state[key])
             _point_state(optimizer, bucket, update, i)
     return bucket
 
