@@ -161,7 +161,7 @@ def symmetric_diagonal_scaling(A: Tensor, d: Tensor) -> Tensor:
     if not bool((d > 0).all()):
         raise ValueError("Invalid d: every entry must be > 0")
     s = d.to(A.dtype).rsqrt()
-    return s[:, None] * A * s[None, :]
+    return (s[:, None] * s[None, :]) * A  # s_i s_j = s_j s_i exactly: the result is symmetric
 
 
 def eig_extremes(A: Tensor) -> tuple[float, float]:
