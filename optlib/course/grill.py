@@ -210,9 +210,10 @@ def select(
 
 # --- numbers glued by the chapters -------------------------------------------------------------
 
-#: A MyST glue role: ``{glue:text}`key:fmt```, ``{glue}`key```, ``{glue:md}`key``` ...
+#: Matches the MyST glue roles ``{glue:text}`key:fmt```, ``{glue}`key```, ``{glue:md}`key```.
 GLUE_ROLE = re.compile(r"\{(glue(?::[a-z]*)?)\}`([^`]+)`")
-#: The file the book build writes into its site's ``_static/`` folder, and :func:`quiz` reads.
+#: The name of the file the book build writes into its site's ``_static/`` folder, and
+#: :func:`quiz` reads.
 GLUE_VALUES = "glue_values.json"
 
 
@@ -334,9 +335,9 @@ def _to_html(markdown: str) -> str:
 class Quiz:
     """A self-quiz over grill questions: a question, *Reveal*, mark yourself, running score.
 
-    The widget (:attr:`widget`) has filters for chapter, difficulty and tag; changing one
+    The widget (``widget``) has filters for chapter, difficulty and tag; changing one
     starts a fresh, shuffled deck. The state is plain attributes, so it can be driven (and
-    tested) without a browser: :meth:`reveal`, :meth:`mark`, :meth:`next`. ``values`` are the
+    tested) without a browser: ``reveal()``, ``mark()``, ``next()``. ``values`` are the
     chapters' glued numbers (:func:`load_glue_values`); numbers missing there show as
     placeholders, and a note says how to get them.
     """
