@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PIPQUIET := 2> >(grep -v "is neither a file nor a directory" >&2)
 
 .PHONY: help venv book book-student test test-fast test-chapters test-chapter lint bench clean \
-	assignments grade test-exercises test-chapters-perturbed test-browser
+	assignments grade test-exercises test-chapters-perturbed test-browser dist
 
 help:
 	@echo "make book    build the book into _build/html (creates .venv on first use)"
@@ -20,6 +20,7 @@ help:
 	@echo "make test-chapter NB=chapters/<chapter>.ipynb   one chapter, as is and perturbed"
 	@echo "make bench   step-time benchmark (python -m optlib.bench steps)"
 	@echo "make clean   remove _build"
+	@echo "make dist    the distribution optlib-course (import name optlib): wheel and sdist in dist/"
 	@echo "make assignments   otter releases of exercises/*.ipynb into _build/assignments/<name>/"
 	@echo "make grade ASSIGNMENT=01_gradient_descent SUBMISSIONS=dir OUT=grades.csv"
 	@echo "make book-student  the book with exercise solutions removed (_build/student/_build/html)"
@@ -28,6 +29,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	@echo ">> installing torch==2.13.0 (CPU) first, then the pinned toolchain and optlib (editable)"
 	$(PIP) install -q "torch==2.13.0" -c constraints.txt $(PIPQUIET)
+	@# the distribution was called "optlib" before it became "optlib-course": drop a stale copy
+	@$(PIP) uninstall -q -y optlib 2>/dev/null || true
 	$(PIP) install -q -c constraints.txt -e ".[book,test,notebooks,lab]" $(PIPQUIET)
 	@$(PY) -c "import torch, optlib; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('>> environment ready: torch', torch.__version__)"
 	@touch $(STAMP)
@@ -89,6 +92,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m optlib.bench steps
+
+# The distribution optlib-course (import name optlib): a wheel and an sdist in dist/. The wheel is
+# built from the sdist (a file missing from the sdist fails here), with the venv's setuptools (no
+# download). tests/test_wheel.py installs such a wheel into a fresh virtual environment.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
 
 clean:
 	rm -rf _build

@@ -25,7 +25,7 @@ def test_tiny_run_formats_both_tables():
 
 def _watch(name, iterations):
     torch.manual_seed(0)
-    X, y = model_steps._digits_batch(32)
+    X, y = model_steps.digits_batch(32)
     model = model_steps._model(6)
     proto = model_steps.protocol(name)
     opt = proto.build(model)

@@ -1,13 +1,15 @@
 r"""Optimizer-state memory per parameter: measured on a real model, next to the update rule's count.
 
 Every optimizer exported by ``optlib`` takes a few steps on the digits MLP (64→32→32→10, tanh,
-float32); then the bytes of every tensor it holds (its ``state``, including nested lists and
-dicts, and any tensor attribute, each storage counted once, the parameters themselves excluded)
-are summed and divided by the number of parameters it optimises. The expected count comes from
-the update rule alone (table ``EXPECTED``: for a tensor of shape :math:`m\times n` with
-:math:`N = mn` entries, Adam keeps :math:`2N + 1` numbers, Adafactor :math:`m + n + 1`,
-Shampoo :math:`2(m^2 + n^2) + 2N` per block…); both are in float32 numbers (4 bytes), step
-counters included.
+float32; on a synthetic batch of the digits' shape where scikit-learn is not installed, which
+changes no byte of the state); then the bytes of every tensor it holds (its ``state``, including
+nested lists and dicts, and any tensor attribute, each storage counted once, the parameters
+themselves excluded) are summed and divided by the number of parameters it optimises. The
+expected count comes from the update rule alone (table ``EXPECTED``: for a tensor of shape
+:math:`m\times n` with :math:`N = mn` entries, Adam keeps :math:`2N + 1` numbers, Adafactor
+:math:`m + n + 1`, Shampoo :math:`2(m^2 + n^2) + 2N` per block…); both are in float32 numbers
+(4 bytes), step counters included where they are tensors (torch.optim's convention; Shampoo and
+SOAP count their steps in Python ints).
 
 ``python -m optlib.bench memory [--json PATH]``
 """
@@ -15,7 +17,6 @@ counters included.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -26,9 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import optlib
+from optlib.bench.model_steps import data_source, digits_batch
 from optlib.optim.muon import muon_param_groups
 from optlib.optim.sophia import gnb_loss
-from optlib.problems import digits, mlp
+from optlib.problems import mlp
 
 Shape = tuple[int, ...]
 Batch = tuple[Tensor, Tensor]
@@ -39,16 +41,11 @@ HISTORY = 5
 SHAMPOO_BLOCK = 32
 
 
-@functools.cache
-def _digits(seed: int):
-    return digits(seed=seed)
-
-
 def benchmark_model(seed: int = 0) -> tuple[nn.Sequential, Batch]:
-    """The digits MLP 64→32→32→10 (3466 parameters) and a batch of 256 training images."""
-    data = _digits(seed)
-    model = mlp(data.n_features, 32, data.n_classes, depth=2, seed=seed)
-    return model, (data.X_train[:256], data.y_train[:256])
+    """The digits MLP 64→32→32→10 (3466 parameters) and a batch of 256 training images
+    (:func:`optlib.bench.model_steps.digits_batch`)."""
+    model = mlp(64, 32, 10, depth=2, seed=seed)
+    return model, digits_batch(256, seed)
 
 
 # --- construction and stepping recipes ---------------------------------------------------------
@@ -148,12 +145,12 @@ def _adafactor(s: Shape) -> int:
 
 def _shampoo(s: Shape) -> int:
     per_block = [2 * sum(d * d for d in b) + 2 * _numel(b) for b in _blocks(s, SHAMPOO_BLOCK)]
-    return sum(per_block) + 1
+    return sum(per_block)
 
 
 def _soap(s: Shape) -> int:
     factors = 2 * sum(d * d for d in s) if len(s) >= 2 else 0  # vectors: plain Adam
-    return 2 * _numel(s) + 1 + factors
+    return 2 * _numel(s) + factors
 
 
 @dataclass(frozen=True)
@@ -212,10 +209,10 @@ EXPECTED: dict[str, Expectation] = {
     "LAMB": Expectation("2N (m, v); step per group", lambda s: 2 * _numel(s)),
     "AdamWScheduleFree": Expectation("2N (z, v); x comes from y and z", lambda s: 2 * _numel(s)),
     "Shampoo": Expectation(
-        "per block ≤32: 2(m² + n²) (factors, roots) + 2Nb (M, graft v); + 1",
+        "per block ≤32: 2(m² + n²) (factors, roots) + 2Nb (M, graft v)",
         _shampoo,
     ),
-    "SOAP": Expectation("2N (m, v) + 2(m² + n²) (factors, bases) + 1; vectors 2N + 1", _soap),
+    "SOAP": Expectation("2N (m, v) + 2(m² + n²) (factors, bases); vectors 2N", _soap),
     "Muon": Expectation("N (momentum b), hidden matrices only", _numel),
     "MuonWithAuxAdamW": Expectation("Muon N; AdamW 2N + 1", extra=_muon_aux),
     "KFAC": Expectation(
@@ -340,7 +337,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     rows = run(args.only, steps=args.steps)
-    print("Optimizer-state memory on the digits MLP 64-32-32-10 (float32), measured vs expected")
+    print(
+        "Optimizer-state memory on the digits MLP 64-32-32-10 (float32), measured vs expected; "
+        f"data: {data_source()}"
+    )
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:

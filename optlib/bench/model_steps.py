@@ -1,7 +1,9 @@
 """Step time of every optimizer relative to AdamW on one model (CPU), and the cost of the
 preconditioner refreshes of Shampoo, SOAP and K-FAC (and Sophia's Hessian refresh).
 
-Each optimizer trains a fresh seeded MLP (64→H→H→10, tanh, float32) on a fixed batch of digits;
+Each optimizer trains a fresh seeded MLP (64→H→H→10, tanh, float32) on a fixed batch of digits
+(scikit-learn's; without scikit-learn, as in a library-only install, a seeded synthetic batch of
+the same shape, :func:`digits_batch`: step times do not depend on the pixel values);
 after ``warmup`` untimed iterations, ``iterations`` iterations are timed one by one. An iteration
 is ``zero_grad``, forward, backward, ``step`` and the optimizer's own extra work (K-FAC's
 statistics in its hooks, Sophia's Hessian refresh); ``step()`` is also timed on its own. L-BFGS
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable
@@ -43,9 +46,28 @@ EVERY = 10  # refresh period used for Shampoo, SOAP, K-FAC's TCov and Sophia's H
 TINV = 50  # K-FAC's eigendecomposition period
 
 
+#: Where the benchmark batches come from (``digits_batch``), for the tables' captions.
+DIGITS, SYNTHETIC = "scikit-learn digits", "synthetic digits-shaped data (no scikit-learn)"
+
+
+def data_source() -> str:
+    """:data:`DIGITS` when scikit-learn is installed (the ``book`` or ``notebooks`` extra),
+    else :data:`SYNTHETIC`."""
+    return DIGITS if importlib.util.find_spec("sklearn") is not None else SYNTHETIC
+
+
+def digits_batch(rows: int, seed: int = 0) -> Batch:
+    """The first ``rows`` training images of the digits (64 features, 10 classes), or without
+    scikit-learn a seeded standard-normal batch of the same shape with random labels."""
+    return _batch(rows, seed, data_source())
+
+
 @functools.cache
-def _digits_batch(rows: int) -> Batch:
-    data = digits()
+def _batch(rows: int, seed: int, source: str) -> Batch:
+    if source == SYNTHETIC:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(rows, 64, generator=g), torch.randint(0, 10, (rows,), generator=g)
+    data = digits(seed=seed)
     return data.X_train[:rows], data.y_train[:rows]
 
 
@@ -159,7 +181,7 @@ def time_optimizer(
 ) -> Timing:
     """Train ``name``'s optimizer on the benchmark MLP and time each iteration."""
     torch.manual_seed(0)
-    batch = _digits_batch(rows)
+    batch = digits_batch(rows)
     model = _model(hidden)
     proto = protocol(name)
     opt = proto.build(model)
@@ -242,7 +264,7 @@ def format_tables(timings: list[Timing], *, hidden: int = 128) -> str:
     n_params = sum(p.numel() for p in _model(hidden).parameters())
     lines = [
         f"Step time relative to AdamW: MLP 64-{hidden}-{hidden}-10 ({n_params} parameters), "
-        "digits batch of 256, CPU",
+        f"batch of 256 ({data_source()}), CPU",
         f"{'optimizer':<22} {'iteration ms':>12} {'x AdamW':>8} {'step() ms':>10} {'x AdamW':>8}",
     ]
     lines.append("-" * len(lines[-1]))

@@ -65,7 +65,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, new_step_counter, scalar, scalar_step
+from ._base import Optimizer, scalar, scalar_step
 from ._matrix import (
     EighError,
     mode_gram,
@@ -216,14 +216,15 @@ def soap_update(
 ) -> None:
     r"""One SOAP step on one tensor, in place (see the module docstring for the rule).
 
-    ``state`` holds the Adam step count ``step``, the moments ``m`` and ``v`` (in the
+    ``state`` holds the Adam step count ``step`` (a Python int: under torch.compile the refresh
+    test ``t % f == 0`` then needs no ``.item()``), the moments ``m`` and ``v`` (in the
     eigenbasis, stored in the parameter's shape), the ``factors`` and their bases ``Q``
     (``None`` for a dimension without a factor). A fresh ``state`` gets the no-op first step.
     """
     dtype = state_dtype(theta)
     G = g.to(dtype)
     if "Q" not in state:  # the first step only gathers statistics
-        state["step"] = new_step_counter()
+        state["step"] = 0
         state["m"] = torch.zeros_like(G)
         state["v"] = torch.zeros_like(G)
         state["factors"] = [
@@ -236,15 +237,16 @@ def soap_update(
 
     m, v, factors, Q = state["m"], state["v"], state["factors"], state["Q"]
     G_rot = view.back(mode_product(view.to(G), Q))  # G' = Q_L^T G Q_R
-    state["step"] += 1
-    t = scalar_step(state["step"])
+    state["step"] = t = scalar_step(state["step"]) + 1
     m.mul_(beta1).add_(G_rot, alpha=1 - beta1)
     v.mul_(beta2).add_(G_rot.square(), alpha=1 - beta2)
     step_size = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) if correct_bias else lr
     N = view.back(mode_product(view.to(m / (v.sqrt() + eps)), Q, transpose=True))
     if normalize_grads:
         N = N / (1e-30 + N.square().mean().sqrt())
-    theta.add_(N.to(theta.dtype), alpha=-step_size)
+    # not theta.add_(N, alpha=-step_size): torch 2.13's inductor folds add(x, mm, alpha) into
+    # addmm and drops alpha (pytorch/pytorch#167313), a 1/step_size times larger compiled step
+    theta.sub_(N.to(theta.dtype).mul_(step_size))
     if weight_decay > 0:
         theta.add_(theta, alpha=-lr * weight_decay)
 
