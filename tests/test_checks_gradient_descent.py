@@ -20,7 +20,7 @@ EXERCISE = {
     "largest_stable_lr": [{}, {"seed": 202, "n_cases": 8, "max_dim": 8, "close_top": True}],
     "predict_iterations": [
         {"kappa_one": True},
-        {"seed": 303, "n_cases": 6, "max_kappa": 3000.0, "min_tol": 1e-12},
+        {"seed": 303, "max_kappa": 3000.0, "min_tol": 1e-12},
         {"seed": 304, "n_cases": 6, "near_one": True},
     ],
 }
