@@ -1,6 +1,6 @@
-"""optlib.course.checks.momentum: right answers pass with one line, wrong answers fail with a
-message that locates the problem without giving the solution away, and the split is safe for the
-grader."""
+"""optlib.course.checks.momentum: right answers pass with one line, every known wrong answer
+fails with a message that locates the problem without giving the solution away, and the split is
+safe for the grader."""
 
 from __future__ import annotations
 
@@ -16,50 +16,116 @@ from hypothesis import strategies as st
 
 from optlib.course import checks
 
-NAMES = ["ema_lr", "optimal_momentum", "predict_momentum_iterations"]
+NAMES = [
+    "momentum_sgd_class",
+    "momentum_constant_step",
+    "best_momentum_for_lr",
+    "predict_momentum_iterations",
+]
 
 
-def ema_right(lr, beta):
-    return lr / (1 - beta)
+# ------------------------------------------------------------------ right answers, by hand
 
 
-def optimal_right(A):  # optlib.linalg.optimal_heavy_ball_params would be delegation
-    lam = torch.linalg.eigvalsh(A)
-    L, mu = float(lam[-1]), float(lam[0])
-    return 4 / (math.sqrt(L) + math.sqrt(mu)) ** 2, (
-        (math.sqrt(L / mu) - 1) / (math.sqrt(L / mu) + 1)
-    ) ** 2
+class MomentumSGD(torch.optim.Optimizer):
+    """PyTorch's convention, written from the statement."""
+
+    def __init__(self, params, lr, momentum, nesterov=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov))
+
+    def _buffer(self, state, g, beta):
+        if "b" not in state:
+            state["b"] = g.clone()
+        else:
+            state["b"].mul_(beta).add_(g)
+        return state["b"]
+
+    def _skip(self, p):
+        return p.grad is None
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, beta = group["lr"], group["momentum"]
+            for p in group["params"]:
+                if self._skip(p):
+                    continue
+                b = self._buffer(self.state[p], p.grad, beta)
+                p.add_(p.grad + beta * b if group["nesterov"] else b, alpha=-lr)
 
 
-def optimal_by_hand(A):
-    lam = torch.linalg.eigvalsh(A)
-    L, mu = lam[-1], lam[0]
-    kappa = L / mu
-    return (
-        4 / (L.sqrt() + mu.sqrt()) ** 2,
-        np.float64(((kappa.sqrt() - 1) / (kappa.sqrt() + 1)) ** 2),
-    )
+class VelocityForm(torch.optim.Optimizer):
+    """The velocity form v = βv - ηg, θ += v (numpy inside): the same iterates without Nesterov."""
+
+    def __init__(self, params, lr, momentum, nesterov=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.numpy()
+                v = self.state[p].get("v", np.zeros_like(g))
+                v = group["momentum"] * v - group["lr"] * g
+                self.state[p]["v"] = v
+                p.add_(torch.from_numpy(v))
 
 
-def rate_count(kappa, tol):
+def step_right(beta, tau, nesterov, t):
+    b = beta ** (t - 1) + (1 - tau) * (1 - beta ** (t - 1)) / (1 - beta)
+    return 1 + beta * b if nesterov else b
+
+
+def step_by_recursion(beta, tau, nesterov, t):
+    b = 1.0
+    for _ in range(t - 1):
+        b = beta * b + (1 - tau)
+    return np.float64(1 + beta * b if nesterov else b)
+
+
+def beta_right(lr, A):
+    mu = float(torch.linalg.eigvalsh(A)[0])
+    return (1 - math.sqrt(lr * mu)) ** 2
+
+
+def beta_as_tensor(lr, A):
+    mu = torch.linalg.eigvalsh(A)[0]
+    return (1 - (lr * mu).sqrt()) ** 2
+
+
+def _count(kappa, tol, cs, cf, steep, flat):
     rho = (math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)
-    return math.ceil(math.log(tol) / math.log(rho))
+    start, k = math.hypot(cs, cf), 0
+    while math.hypot(cs * steep(rho, k) * rho**k, cf * flat(rho, k) * rho**k) > tol * start:
+        k += 1
+    return k
 
 
-def _fails(check, answer, **options) -> str:
-    with pytest.raises(AssertionError) as err:
-        check(answer, **options)
-    return str(err.value)
+def iterations_right(kappa, tol, cs, cf):
+    return _count(kappa, tol, cs, cf, lambda r, k: 1 + (1 + r) * k, lambda r, k: 1 + (1 - r) * k)
+
+
+def iterations_with_2t(kappa, tol, cs, cf):
+    """The approximation 1 + (1 ± ρ)t ≈ 1 + 2t / 1: within a step, accepted."""
+    return _count(kappa, tol, cs, cf, lambda r, k: 1 + 2 * k, lambda r, k: 1 + (1 - r) * k)
 
 
 RIGHT = [
-    (checks.ema_lr, ema_right, {}),
-    (checks.ema_lr, ema_right, {"seed": 9, "n_cases": 6, "steps": 60}),
-    (checks.optimal_momentum, optimal_right, {}),
-    (checks.optimal_momentum, optimal_by_hand, {"seed": 4, "n_cases": 7, "max_dim": 7}),
-    (checks.predict_momentum_iterations, rate_count, {}),
-    (checks.predict_momentum_iterations, rate_count, {"seed": 2, "n_cases": 6, "min_tol": 1e-12}),
-]
+    (checks.momentum_sgd_class, MomentumSGD, {}),
+    (checks.momentum_sgd_class, MomentumSGD, {"nesterov": True, "groups": True, "frozen": True}),
+    (checks.momentum_sgd_class, MomentumSGD, {"seed": 31, "n_cases": 4, "steps": 40,
+                                              "nesterov": True, "groups": True}),
+    (checks.momentum_sgd_class, VelocityForm, {"groups": True, "frozen": True}),
+    (checks.momentum_constant_step, step_right, {}),
+    (checks.momentum_constant_step, step_by_recursion, {"seed": 7, "n_cases": 9}),
+    (checks.best_momentum_for_lr, beta_right, {}),
+    (checks.best_momentum_for_lr, beta_as_tensor, {"seed": 4, "n_cases": 7, "max_dim": 7}),
+    (checks.predict_momentum_iterations, iterations_right, {}),
+    (checks.predict_momentum_iterations, iterations_with_2t, {"seed": 2, "n_cases": 6,
+                                                              "min_tol": 1e-12}),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("check, answer, options", RIGHT)
@@ -71,121 +137,188 @@ def test_right_answers_pass_with_one_deterministic_line(check, answer, options, 
     assert first.count("\n") == 1 and ": OK, " in first
 
 
-def test_ema_lr_accepts_tensors_and_numpy(capsys):
-    checks.ema_lr(lambda lr, beta: torch.tensor(lr, dtype=torch.float64) / (1 - beta))
-    checks.ema_lr(lambda lr, beta: np.float64(lr) / (1 - beta))
-    assert capsys.readouterr().out.count("OK") == 2
+# ------------------------------------------------------------------ known wrong answers
+
+
+class IgnoresGroups(MomentumSGD):
+    """Reads lr and momentum once, from the constructor: wrong as soon as a group overrides."""
+
+    def __init__(self, params, lr, momentum, nesterov=False):
+        super().__init__(params, lr, momentum, nesterov)
+        self.lr, self.beta = lr, momentum
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                b = self._buffer(self.state[p], p.grad, self.beta)
+                p.add_(p.grad + self.beta * b if group["nesterov"] else b, alpha=-self.lr)
+
+
+class MovesWithoutGradient(MomentumSGD):
+    """Treats a missing gradient as zero and keeps coasting on the buffer."""
+
+    def _skip(self, p):
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        return False
+
+
+class EMABuffer(MomentumSGD):
+    def _buffer(self, state, g, beta):
+        if "b" not in state:
+            state["b"] = torch.zeros_like(g)
+        state["b"].mul_(beta).add_(g, alpha=1 - beta)
+        return state["b"]
+
+
+class ZeroStartBuffer(MomentumSGD):
+    """b_0 = 0, b_1 = βb_0 + g: the same as b_1 = g; right (a learner may well write this)."""
+
+
+class NesterovIgnored(MomentumSGD):
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                p.add_(self._buffer(self.state[p], p.grad, group["momentum"]), alpha=-group["lr"])
+
+
+class Subclassed(torch.optim.SGD):
+    def __init__(self, params, lr, momentum, nesterov=False):
+        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+WRONG = {
+    "momentum_sgd_class": [
+        (IgnoresGroups, {"groups": True}, "param group"),
+        (MovesWithoutGradient, {"frozen": True}, "no gradient"),
+        (EMABuffer, {}, "after step 1"),
+        (NesterovIgnored, {"nesterov": True}, "nesterov=True"),
+        (Subclassed, {}, "scores nothing"),
+    ],
+    "momentum_constant_step": [
+        (lambda b, tau, n, t: 1 - b**t, "you predicted"),  # the EMA's weight
+        (lambda b, tau, n, t: (1 - tau) * (1 - b**t) / (1 - b), "you predicted"),  # damped b_1
+        (lambda b, tau, n, t: (1 - b**t) / (1 - b), "you predicted"),  # dampening ignored
+        (lambda b, tau, n, t: b ** (t - 1) + (1 - tau) * (1 - b ** (t - 1)) / (1 - b),
+         "you predicted"),  # Nesterov ignored
+        (lambda b, tau, n, t: b**t + (1 - tau) * (1 - b**t) / (1 - b), "you predicted"),
+        (lambda b, tau, n, t: (1 - tau) / (1 - b), "value for large t"),
+        (lambda b, tau, n, t: None, "returned None"),
+    ],
+    "best_momentum_for_lr": [
+        (lambda lr, A: ((math.sqrt(float(torch.linalg.cond(A))) - 1)
+                        / (math.sqrt(float(torch.linalg.cond(A))) + 1)) ** 2, "best beta"),
+        (lambda lr, A: (1 - math.sqrt(lr * float(torch.linalg.eigvalsh(A)[-1]))) ** 2,
+         "per step"),
+        (lambda lr, A: 1 - math.sqrt(lr * float(torch.linalg.eigvalsh(A)[0])), "per step"),
+        (lambda lr, A: 0.9, "per step"),
+        (lambda lr, A: 1.2, "0 <= beta < 1"),
+        (lambda lr, A: (A.mul_(2), 0.5)[1], "in place"),
+    ],
+    "predict_momentum_iterations": [
+        (lambda k, tol, cs, cf: math.ceil(math.log(tol) / math.log((k**0.5 - 1) / (k**0.5 + 1))),
+         "the rate alone"),
+        (lambda k, tol, cs, cf: math.ceil(1.2 * math.log(tol)
+                                          / math.log((k**0.5 - 1) / (k**0.5 + 1))), "predicted"),
+        (lambda k, tol, cs, cf: _count(k, tol, cs, cf, lambda r, j: 1 + j, lambda r, j: 1 + j),
+         "predicted"),  # the factor of a start with c_{-1} = 0
+        (lambda k, tol, cs, cf: _count(k, tol, cs, 0.0, lambda r, j: 1 + (1 + r) * j,
+                                       lambda r, j: 1.0), "predicted"),  # the steep mode only
+        (lambda k, tol, cs, cf: _count(k, tol, 0.0, cf, lambda r, j: 1.0,
+                                       lambda r, j: 1 + (1 - r) * j), "predicted"),  # flat only
+        (lambda k, tol, cs, cf: iterations_right(k, tol, cs, cf) + 0.5, "not a whole number"),
+    ],
+}  # fmt: skip
+
+
+def _fails(check, answer, **options) -> str:
+    with pytest.raises(AssertionError) as err:
+        check(answer, **options)
+    return str(err.value)
 
 
 @pytest.mark.parametrize(
-    "answer, words",
-    [
-        (lambda lr, beta: lr, "too short"),  # no conversion at all
-        (lambda lr, beta: lr * (1 - beta), "too short"),  # converted the wrong way
-        (lambda lr, beta: lr / (1 - beta) ** 2, "too long"),
-        (lambda lr, beta: None, "returned None"),
-        (lambda lr, beta: (lr, beta), "not one number"),
-        (lambda lr, beta: -lr, "positive"),
-    ],
+    "answer, options, words", WRONG["momentum_sgd_class"], ids=lambda x: getattr(x, "__name__", "")
 )
-def test_ema_lr_wrong_answers(answer, words):
-    msg = _fails(checks.ema_lr, answer)
-    assert msg.startswith("ema_lr, case 1 of 4") and words in msg
-    assert "1 - beta" not in msg and "1-beta" not in msg  # never the solution
+def test_every_known_wrong_class_fails(answer, options, words):
+    msg = _fails(checks.momentum_sgd_class, answer, **options)
+    assert words in msg and msg.startswith("momentum_sgd_class")
 
 
-def test_ema_lr_names_the_step_where_the_paths_part():
-    msg = _fails(checks.ema_lr, lambda lr, beta: ema_right(lr, beta) * (1 + 1e-6))
-    assert "at step 1" in msg and "expected" in msg and "got" in msg
+def test_the_zero_start_buffer_is_not_a_wrong_answer(capsys):
+    checks.momentum_sgd_class(ZeroStartBuffer, nesterov=True, groups=True)
 
 
-@pytest.mark.parametrize(
-    "answer, words",
-    [
-        (lambda A: (2 / float(torch.linalg.eigvalsh(A).sum()), 0.0), "contracts the error by"),
-        (lambda A: (100.0, 0.5), "diverges"),
-        (lambda A: (1 / float(torch.linalg.eigvalsh(A).max()), 0.9), "beta expected"),
-        (lambda A: optimal_right(A)[0], "two numbers"),
-        (lambda A: None, "returned None"),
-        (lambda A: (0.1, 1.5), "0 <= beta < 1"),
-    ],
-)
-def test_optimal_momentum_wrong_answers(answer, words):
-    msg = _fails(checks.optimal_momentum, answer)
-    assert words in msg and "condition number" in msg
-    assert "sqrt" not in msg and "eigvalsh" not in msg  # never the formula
+@pytest.mark.parametrize("name", ["momentum_constant_step", "best_momentum_for_lr",
+                                  "predict_momentum_iterations"])  # fmt: skip
+def test_every_known_wrong_answer_fails(name):
+    check = getattr(checks, name)
+    for answer, words in WRONG[name]:
+        msg = _fails(check, answer)
+        assert msg.startswith(name) and words in msg, msg
 
 
-def test_optimal_momentum_compares_with_a_measured_run():
-    msg = _fails(checks.optimal_momentum, lambda A: (optimal_right(A)[0], 0.0))
-    assert "measured over 400 steps" in msg and "lr expected" not in msg
+def test_wrong_answers_fail_on_the_hidden_options_too():
+    for answer, _ in WRONG["momentum_constant_step"][:5]:
+        _fails(checks.momentum_constant_step, answer, seed=303, n_cases=9)
+    for answer, _ in WRONG["predict_momentum_iterations"][:5]:
+        _fails(checks.predict_momentum_iterations, answer, seed=404, n_cases=6, min_tol=1e-12)
 
 
-def test_optimal_momentum_detects_in_place_changes():
-    def sloppy(A):
-        out = optimal_right(A)
-        A.mul_(2)
-        return out
-
-    assert "in place" in _fails(checks.optimal_momentum, sloppy)
+def test_messages_do_not_give_the_formulas_away():
+    for name in ["momentum_constant_step", "best_momentum_for_lr", "predict_momentum_iterations"]:
+        for answer, _ in WRONG[name]:
+            msg = _fails(getattr(checks, name), answer)
+            assert "sqrt" not in msg and "**" not in msg and "(1 - " not in msg, msg
 
 
-def test_predict_iterations_accepts_the_band_between_rate_and_run(capsys):
-    """The rate count (a lower bound) and the measured count are both right answers."""
+def test_the_count_the_rate_gives_is_far_from_the_run():
+    """The nearest wrong answer (the rate alone) misses by many steps in every case: the window
+    of one step is not what separates it."""
     check = checks.CHECKS["predict_momentum_iterations"]
-    for i, case in enumerate(check.cases(seed=1, n_cases=4)):
-        expected = check.expect(case)
-        low, high = expected["rate_count"], expected["measured"]
-        assert low <= high
-        for k in (low - 1, (low + high) // 2, high + 1):
-            check.compare(case, {"iterations": float(k)}, expected, f"case {i + 1}")
-        for k in (low - 2, high + 2):
-            with pytest.raises(AssertionError, match="running heavy ball took"):
-                check.compare(case, {"iterations": float(k)}, expected, f"case {i + 1}")
+    for case in check.cases(seed=1, n_cases=6):
+        rate_only = math.log(case["tol"]) / math.log(
+            (case["kappa"] ** 0.5 - 1) / (case["kappa"] ** 0.5 + 1)
+        )
+        assert check.expect(case)["value"] > rate_only + 5
 
 
-@pytest.mark.parametrize(
-    "answer, words",
-    [
-        (lambda k, tol: math.ceil(math.log(tol) / math.log((k - 1) / (k + 1))), "too slow"),
-        (lambda k, tol: math.ceil(rate_count(k, tol) / 2), "too fast"),  # used beta* as rate
-        (lambda k, tol: rate_count(k, tol) + 0.5, "not a whole number"),
-        (lambda k, tol: "many", "returned a str"),
-    ],
-)
-def test_predict_iterations_wrong_answers(answer, words):
-    msg = _fails(checks.predict_momentum_iterations, answer)
-    assert words in msg and "kappa=" in msg
-    assert "sqrt" not in msg
+def test_the_best_momentum_is_the_minimum_of_the_rate():
+    """The reference's closed form beats a fine grid of momenta (the theory of the rate)."""
+    from optlib.experiments.rates import quadratic_rate
+
+    check = checks.CHECKS["best_momentum_for_lr"]
+    for case in check.cases(seed=2, n_cases=5):
+        lam = torch.linalg.eigvalsh(torch.tensor(case["A"], dtype=torch.float64))
+        mu, L = float(lam[0]), float(lam[-1])
+        beta = check.expect(case)["value"]
+        grid = np.linspace(0.0, 0.9999, 20_001)
+        best_on_grid = quadratic_rate(case["lr"], grid, L, mu).min()
+        assert quadratic_rate(case["lr"], beta, L, mu) <= best_on_grid + 1e-12
 
 
-def test_class_check_of_the_chapter_rejects_heavy_ball_for_nesterov():
-    """The exercise's hidden test runs momentum_sgd_class with nesterov: a class that ignores
-    the flag fails there."""
-
-    class heavy_ball_only(torch.optim.Optimizer):  # torch.optim.SGD would be delegation
-        def __init__(self, params, lr, momentum, nesterov=False):
-            super().__init__(params, dict(lr=lr, momentum=momentum))
-
-        @torch.no_grad()
-        def step(self):
-            for group in self.param_groups:
-                for p in group["params"]:
-                    b = self.state[p].get("b")
-                    b = p.grad.clone() if b is None else b.mul_(group["momentum"]).add_(p.grad)
-                    self.state[p]["b"] = b
-                    p.add_(b, alpha=-group["lr"])
-
-    checks.momentum_sgd_class(heavy_ball_only)  # fine without nesterov
-    msg = _fails(checks.momentum_sgd_class, heavy_ball_only, nesterov=True)
-    assert "nesterov=True" in msg
+def test_constant_step_runs_agree_with_the_recursion():
+    check = checks.CHECKS["momentum_constant_step"]
+    for case in check.cases(seed=5, n_cases=9):
+        args = (case["momentum"], case["dampening"], case["nesterov"], case["t"])
+        assert math.isclose(check.expect(case)["value"], step_right(*args), rel_tol=1e-12)
 
 
 # ------------------------------------------------------------------ the split the grader uses
 
 
-ANSWERS = {"ema_lr": ema_right, "optimal_momentum": optimal_right,
-           "predict_momentum_iterations": rate_count}  # fmt: skip
+ANSWERS = {
+    "momentum_sgd_class": MomentumSGD,
+    "momentum_constant_step": step_right,
+    "best_momentum_for_lr": beta_right,
+    "predict_momentum_iterations": iterations_right,
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -210,7 +343,7 @@ JSONISH = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(
-            st.sampled_from(["alpha", "lr", "beta", "iterations", "problem", "error", "x"]), inner
+            st.sampled_from(["trajectory", "value", "problem", "error", "modified_input"]), inner
         )
     ),
     max_leaves=12,
@@ -225,7 +358,7 @@ def _first_case(name):
 
 
 @settings(max_examples=80, deadline=None)
-@given(name=st.sampled_from(NAMES), got=JSONISH)
+@given(name=st.sampled_from(NAMES[1:]), got=JSONISH)
 def test_compare_turns_any_sandbox_data_into_pass_or_assertion(name, got):
     """Whatever a sandboxed child sends back, the comparison accepts it only if it is a right
     answer, and otherwise raises AssertionError (never another exception)."""
@@ -235,9 +368,5 @@ def test_compare_turns_any_sandbox_data_into_pass_or_assertion(name, got):
         check.compare(case, got, expected, "case 1")
     except AssertionError:
         return
-    right = check.probe(ANSWERS[name], case)
-    if name == "predict_momentum_iterations":
-        assert expected["rate_count"] - 1 <= got["iterations"] <= expected["measured"] + 1
-    else:
-        for key, value in right.items():
-            assert math.isclose(got[key], value, rel_tol=1e-6), (key, got, right)
+    tolerance = 1 if name == "predict_momentum_iterations" else 1e-6 * abs(expected["value"])
+    assert abs(got["value"] - expected["value"]) <= tolerance
