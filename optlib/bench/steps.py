@@ -220,6 +220,69 @@ def stream_kernels(n_bytes: int, dtype: torch.dtype = torch.float32) -> dict[str
 
 
 @dataclass
+class Traffic:
+    """What one call asked the dispatcher to do: ``ops`` operations that move data (views are
+    not counted) and the bytes they read and write, every tensor operand counted once per
+    operation (an in-place operand as read and written, a new result as written). It is the
+    traffic of the code as written, before any cache helps: an upper bound for the real one."""
+
+    ops: int
+    kernels: int  # the operations on tensors of more than one element (not step counters)
+    bytes_read: int
+    bytes_written: int
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_read + self.bytes_written
+
+
+def traffic(call: Callable[[], object]) -> Traffic:
+    """Count the operations and bytes of ``call()`` under a dispatch mode (:class:`Traffic`).
+
+    optlib's fused path runs compiled code, which no dispatch mode can see: under one it takes
+    the foreach path, so count it from its kernel's operands instead (:func:`bytes_per_param`).
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    def nbytes(value: object) -> int:
+        leaves = tree_flatten(value)[0]
+        return sum(t.numel() * t.element_size() for t in leaves if isinstance(t, Tensor))
+
+    class Counter(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops = self.kernels = self.read = self.written = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            schema = func._schema
+            returns = schema.returns
+            if returns and all(r.alias_info is not None and not r.alias_info.is_write
+                               for r in returns):  # fmt: skip
+                return out  # a view: nothing moves
+            self.ops += 1
+            values = list(args) + [kwargs.get(a.name) for a in schema.arguments[len(args) :]]
+            big = False
+            for arg, value in zip(schema.arguments, values):
+                leaves = tree_flatten(value)[0]
+                big = big or any(isinstance(t, Tensor) and t.numel() > 1 for t in leaves)
+                n = nbytes(value)
+                self.read += n
+                if arg.alias_info is not None and arg.alias_info.is_write:
+                    self.written += n
+            if any(r.alias_info is None for r in returns):
+                self.written += nbytes(out)
+            self.kernels += big
+            return out
+
+    with Counter() as counter:
+        call()
+    return Traffic(counter.ops, counter.kernels, counter.read, counter.written)
+
+
+@dataclass
 class Row:
     """One optimizer at one size and thread count (times in milliseconds, medians)."""
 

@@ -31,10 +31,11 @@ mirror of that optimizer's single-tensor update (the function the chapters show)
 the source of truth; ``tests/test_fused.py`` holds every pair together on every configuration
 of the parity tests.
 
-Where :func:`torch.compile` cannot run (no C++ compiler, no Triton, an unsupported Python), or
-while ``opt.step`` is itself being compiled, the step falls back to the optimizer's ``foreach``
-path, with one :class:`RuntimeWarning` per process and device type. Complex or sparse
-parameters, and parameters that are not dense in memory, also take the foreach path.
+Where :func:`torch.compile` cannot run (no C++ compiler, no Triton, an unsupported Python), the
+step falls back to the optimizer's ``foreach`` path, with one :class:`RuntimeWarning` per process
+and device type; silently so while ``opt.step`` is itself being compiled (dynamo then traces the
+foreach path) and under a Python dispatch mode (which compiled code does not support). Complex
+or sparse parameters, and parameters that are not dense in memory, also take the foreach path.
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ def _gather_grads(bucket: _Bucket, foreign: list[int]) -> None:
 def fused_step(optimizer: torch.optim.Optimizer, group: dict, update: FusedUpdate) -> bool:
     """Take ``group``'s step on the fused path. Returns ``False``, having changed nothing, when
     the group must take the foreach path instead (see the module docstring)."""
-    if torch.compiler.is_compiling() or torch.jit.is_scripting():
+    if torch.compiler.is_compiling() or torch.jit.is_scripting() or _dispatch_mode_active():
         return False
     if not group["params"]:
         return True
@@ -324,6 +325,14 @@ def fused_step(optimizer: torch.optim.Optimizer, group: dict, update: FusedUpdat
         if present:
             _step_bucket(optimizer, group, update, flags, bucket, present, foreign)
     return True
+
+
+def _dispatch_mode_active() -> bool:
+    """A Python dispatch mode (a FLOP or traffic counter, a debugging mode) is active: compiled
+    code cannot run under one, and the foreach path shows it every operation."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode() is not None
 
 
 def _supported(p: Tensor) -> bool:
