@@ -90,14 +90,16 @@ def test_contour_with_trajectories_draws_paths_minimisers_and_labels():
     assert len(ax.collections) >= 1  # the contour set
     levels = ax.collections[0].levels
     ratios = levels[1:] / levels[:-1]
-    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-9)  # log-spaced
+    # log-spaced: 10**(a + k h) for each k, so ratios agree to ulps of the exponentials (~1e-15)
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-9)
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
     for label, hist in runs.items():
         ln = lines[label]
         assert to_hex(ln.get_color()) == viz.color(label)
-        np.testing.assert_allclose(ln.get_xydata(), hist.params)
+        np.testing.assert_allclose(ln.get_xydata(), hist.params, rtol=0)  # the data, copied
     stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
-    assert len(stars) == 1 and np.allclose(stars[0].get_xydata(), q.minimizers.numpy())
+    assert len(stars) == 1
+    np.testing.assert_allclose(stars[0].get_xydata(), q.minimizers.numpy(), rtol=0)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == list(runs)
 
@@ -123,7 +125,7 @@ def test_loss_curves_axes_scales_and_divergence_mark():
     assert len(crosses) == 1 and to_hex(crosses[0].get_color()) == viz.PALETTE["SGD"]
     ax2 = viz.loss_curves({"GD": runs["GD"]}, x="time", logy=False)
     assert ax2.get_yscale() == "linear" and "time" in ax2.get_xlabel()
-    np.testing.assert_allclose(ax2.get_lines()[0].get_xdata(), runs["GD"].time)
+    np.testing.assert_allclose(ax2.get_lines()[0].get_xdata(), runs["GD"].time, rtol=0)
     ax3 = viz.loss_curves({"rate": np.array([1.0, 0.5, 0.25])}, ylabel="error")
     assert ax3.get_ylabel() == "error"
     with pytest.raises(ValueError, match="x must be"):
@@ -153,7 +155,7 @@ def test_animation_panels_give_each_path_its_own_axes():
     anim._draw_frame(4)  # the last frame shows each full path in its own panel
     for ax, (label, hist) in zip(axes, runs.items()):
         path = next(ln for ln in ax.get_lines() if ln.get_label() == label)
-        np.testing.assert_allclose(path.get_xydata(), hist.params)
+        np.testing.assert_allclose(path.get_xydata(), hist.params, rtol=0)  # copied data
     assert anim._fig._suptitle.get_text() == "demo, step 15"
     assert viz.jshtml(anim).count("data:image/png;base64") == 5
 
