@@ -23,6 +23,9 @@ def _data(n: int = 40, seed: int = 0) -> Dataset:
     return Dataset(X[:n], y[:n], X[n:], y[n:])
 
 
+EPS = torch.finfo(torch.float64).eps
+
+
 def _model(seed: int = 0) -> torch.nn.Module:
     return mlp(4, 6, 3, seed=seed, dtype=torch.float64)
 
@@ -44,6 +47,9 @@ def test_full_batch_is_gradient_descent_step_by_step():
         loss.backward()
         opt.step()
     losses.append(F.cross_entropy(b(data.X_train), data.y_train).item())
+    # optlib's and torch's SGD on the same float64 gradients: the same step up to the order of
+    # its two roundings, a few ulps per step over 5 non-adaptive steps (rtol 1e-13 = 450 ulps;
+    # atol ~ 5 ulps of the O(1) weights for entries near 0), and the losses follow
     torch.testing.assert_close(_params(a), _params(b), rtol=1e-13, atol=1e-15)
     assert curve.steps == [0, 1, 2, 3, 4, 5] and curve.examples == [40 * s for s in curve.steps]
     assert curve.train_loss == pytest.approx(losses, rel=1e-13)
@@ -89,7 +95,8 @@ def test_scheduler_is_stepped_after_every_step_and_lr_recorded():
         epochs=3,
         scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=4, gamma=0.5),
     )
-    assert curve.lr == pytest.approx([0.2] * 4 + [0.1] * 4 + [0.05] * 4)
+    # 0.2 halved: exact in binary (0.2 / 2 is the double nearest 0.1)
+    assert curve.lr == [0.2] * 4 + [0.1] * 4 + [0.05] * 4
 
 
 def test_divergence_and_target_stop_the_run():
@@ -135,6 +142,8 @@ def test_l2_objective_trains_like_sgd_weight_decay():
     run_curve(
         lambda p: torch.optim.SGD(p, lr=0.2, weight_decay=0.3), b, data, batch_size=8, epochs=2
     )
+    # autograd's λθ from the penalty against torch's added λθ: an ulp or two per step, over
+    # 10 plain SGD steps (rtol 1e-12 is 4500 ulps; atol, ~50 ulps of O(1) weights near 0)
     torch.testing.assert_close(_params(a), _params(b), rtol=1e-12, atol=1e-14)
 
 
@@ -155,9 +164,11 @@ def test_fractional_evals_per_epoch_evaluate_every_few_epochs():
 def test_stable_lr_grid_is_built_from_the_stability_limit():
     grid = stable_lr_grid(0.5, 4)  # 2/λ = 4; top sqrt(2)/λ, then halving
     top = 2**0.5 / 0.5
-    assert grid == pytest.approx([top / 8, top / 4, top / 2, top])
+    # halvings of the top are exact; the top itself is a few roundings (4 ulps)
+    assert grid == pytest.approx([top / 8, top / 4, top / 2, top], rel=4 * EPS)
     assert max(grid) * 0.5 < 2 and grid == sorted(grid)
-    assert stable_lr_grid(2.0, 3, top=1.0, factor=10.0) == pytest.approx([0.005, 0.05, 0.5])
+    tenths = stable_lr_grid(2.0, 3, top=1.0, factor=10.0)
+    assert tenths == pytest.approx([0.005, 0.05, 0.5], rel=4 * EPS)  # divisions by 10: ulps
     for bad in [dict(top=2.0), dict(top=0.0), dict(factor=1.0)]:
         with pytest.raises(ValueError):
             stable_lr_grid(1.0, 3, **bad)
@@ -195,7 +206,7 @@ def test_sweep_seeds_picks_the_lowest_median_not_the_luckiest_seed():
     sweep = sweep_seeds(run, [1.0, 2.0, 4.0], [0, 1, 2])
     assert calls[:3] == [(1.0, 0), (2.0, 0), (4.0, 0)]  # seeds outermost: interleaved timings
     assert sweep.best_lr == 2.0
-    assert sweep.median_final.tolist() == pytest.approx([0.8, 0.25, float("inf")])
+    assert sweep.median_final.tolist() == [0.8, 0.25, float("inf")]  # medians select: exact
     assert sweep.finals(4.0)[1] == float("inf") and len(sweep.runs(2.0)) == 3
     hopeless = sweep_seeds(lambda lr, s: _fake_curve([1.0, 9.0], diverged=True), [1.0], [0])
     with pytest.raises(ValueError, match="lower the grid"):
@@ -209,8 +220,11 @@ def test_seed_median_interpolates_and_treats_divergence_as_infinite():
     b = _fake_curve([1.0, 0.4, 0.04])
     c = _fake_curve([1.0, 50.0], diverged=True)
     at = [0, 5, 10, 20]
-    assert curves.seed_median([a], at) == pytest.approx([1.0, 0.1**0.5, 0.1, 0.01])  # log-linear
-    assert curves.seed_median([a, b, c], at)[-1] == pytest.approx(0.04)  # median of 0.01, 0.04, inf
+    # log-linear interpolation: exp of a mean of logs, a few ulps (rel 1e-14 = 45)
+    expected = [1.0, 0.1**0.5, 0.1, 0.01]
+    assert curves.seed_median([a], at) == pytest.approx(expected, rel=1e-14)
+    # median of 0.01, 0.04, inf, each read at a data point through exp(log x): a few ulps
+    assert curves.seed_median([a, b, c], at)[-1] == pytest.approx(0.04, rel=1e-14)
     assert curves.seed_median([a, c, c], at)[-1] == float("inf")
     with pytest.raises(ValueError):
         curves.seed_median([], at)
