@@ -103,6 +103,51 @@ def matrix_inverse_root(A: Tensor, r: float, epsilon: float) -> Tensor:
     return ((Q * lam.pow(-1.0 / r)) @ Q.T).to(A.dtype)
 
 
+def matrix_inverse_roots(
+    matrices: Sequence[Tensor], rs: Sequence[float], epsilon: float
+) -> list[Tensor | EighError]:
+    r""":func:`matrix_inverse_root` of many matrices, :math:`(A_i + \epsilon I)^{-1/r_i}`,
+    batched: the matrices of equal size, dtype, device and :math:`r` share one call of the batched
+    ``torch.linalg.eigh`` on their stack (in float64), and the same per-matrix perturbation.
+
+    The result is, to rounding, that of :func:`matrix_inverse_root` on each matrix, with fewer and
+    larger operations (a preconditioner cut into many equal blocks pays the call overheads once
+    per size instead of once per block). A matrix that is not finite, or whose decomposition fails
+    (then the whole batch is redone one matrix at a time, with the shifted retry), gets an
+    :class:`EighError` in its place in the returned list.
+    """
+    out: list[Tensor | EighError | None] = [None] * len(matrices)
+    batches: dict[tuple, list[int]] = {}
+    for i, (A, r) in enumerate(zip(matrices, rs, strict=True)):
+        batches.setdefault((A.shape[0], A.dtype, A.device, float(r)), []).append(i)
+    for (n, dtype, device, r), members in batches.items():
+        stack = torch.stack([matrices[i] for i in members]).to(torch.float64)
+        finite = torch.isfinite(stack).flatten(1).all(1).tolist()
+        for i, ok in zip(members, finite):
+            if not ok:
+                out[i] = EighError("matrix has non-finite entries (NaN/inf gradients?)")
+        members = [i for i, ok in zip(members, finite) if ok]
+        if not members:
+            continue
+        if len(members) < len(finite):
+            stack = torch.stack([matrices[i] for i in members]).to(torch.float64)
+        eye = torch.eye(n, dtype=torch.float64, device=device)
+        try:
+            lam, Q = torch.linalg.eigh(stack + epsilon * eye)
+        except RuntimeError:  # one of them failed: each on its own, with the shifted retry
+            for i in members:
+                try:
+                    out[i] = matrix_inverse_root(matrices[i], r, epsilon)
+                except EighError as error:
+                    out[i] = error
+            continue
+        lam = lam + (epsilon - lam.min(dim=1, keepdim=True).values).clamp_min(0.0)
+        roots = (Q * lam.pow(-1.0 / r).unsqueeze(1)) @ Q.transpose(1, 2)
+        for i, root in zip(members, roots.to(dtype)):
+            out[i] = root
+    return out  # type: ignore[return-value]
+
+
 def state_dtype(param: Tensor) -> torch.dtype:
     """Optimizer statistics are kept in at least float32 (bfloat16/float16 parameters get
     float32 factors: a Gram matrix in 8 mantissa bits is noise)."""

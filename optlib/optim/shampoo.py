@@ -81,7 +81,7 @@ from torch import Tensor
 from ._base import Optimizer, scalar, scalar_step
 from ._matrix import (
     EighError,
-    matrix_inverse_root,
+    matrix_inverse_roots,
     mode_gram,
     mode_product,
     restore_float32_state,
@@ -136,22 +136,26 @@ def update_factors(factors: list[Tensor], G: Tensor, beta2: float) -> None:
             F.mul_(beta2).add_(mode_gram(G, i), alpha=1 - beta2)
 
 
-def update_inverse_roots(
-    factors: list[Tensor], roots: list[Tensor], *, b: float, epsilon: float
-) -> None:
-    r""":math:`\bar F_i \leftarrow (F_i / b + \epsilon I)^{-1/(2k)}` for a block of order
-    :math:`k`, in place. A root whose eigendecomposition fails keeps its previous value."""
-    k = len(factors)
-    for i, (F, root) in enumerate(zip(factors, roots)):
-        try:
-            root.copy_(matrix_inverse_root(F / b, 2 * k, epsilon))
-        except EighError as error:
+def update_inverse_roots(blocks: list[tuple[dict, float]], *, epsilon: float) -> None:
+    r""":math:`\bar F_i \leftarrow (F_i / b + \epsilon I)^{-1/(2k)}` for every factor of every
+    ``(block, b)`` given (a block of order :math:`k`), in place, batched: factors of equal size
+    share one eigendecomposition call (:func:`._matrix.matrix_inverse_roots`), which gives the
+    roots of one call per factor to rounding. A root whose eigendecomposition fails keeps its
+    previous value."""
+    jobs = [(F, root, b, len(block["factors"]), i) for block, b in blocks
+            for i, (F, root) in enumerate(zip(block["factors"], block["roots"]))]  # fmt: skip
+    results = matrix_inverse_roots([F / b for F, _, b, _, _ in jobs],
+                                   [2 * k for *_, k, _ in jobs], epsilon)  # fmt: skip
+    for (F, root, _, _, i), result in zip(jobs, results):
+        if isinstance(result, EighError):
             warnings.warn(
                 f"Shampoo: inverse root of factor {i} ({F.shape[0]}x{F.shape[0]}) failed "
-                f"({error}); keeping the previous root",
+                f"({result}); keeping the previous root",
                 RuntimeWarning,
                 stacklevel=4,
             )
+        else:
+            root.copy_(result)
 
 
 def graft_direction(
@@ -185,7 +189,6 @@ def shampoo_direction(
     weight_decay: float,
     use_bias_correction: bool,
     decoupled: bool,
-    compute_roots: bool,
     graft_only: bool,
     grafting: str | None,
     graft_beta2: float,
@@ -195,13 +198,12 @@ def shampoo_direction(
 
     ``G`` is the block's gradient (L2 term already added when weight decay is coupled), ``W``
     the block's parameters; ``block`` holds the factors :math:`F_i`, their inverse roots
-    :math:`\bar F_i`, the first moment :math:`M` and the graft's :math:`V`, updated in place.
+    :math:`\bar F_i`, the first moment :math:`M` and the graft's :math:`V`. The step has already
+    folded :math:`G` into the factors (:func:`update_factors`) and refreshed the roots when due
+    (:func:`update_inverse_roots`, batched over every block); this updates :math:`M` and
+    :math:`V` in place.
     """
-    factors, roots = block["factors"], block["roots"]
-    update_factors(factors, G, beta2)
-    b = 1 - beta2**t if use_bias_correction and beta2 < 1 else 1.0
-    if compute_roots:
-        update_inverse_roots(factors, roots, b=b, epsilon=epsilon)
+    roots = block["roots"]
 
     if beta1 != 0:
         M = block.get("m")
@@ -339,6 +341,16 @@ class Shampoo(Optimizer):
             return shape
         return merged_shape(shape, group["max_preconditioner_dim"])
 
+    def _block_tensors(self, p: Tensor, g: Tensor, group: dict) -> tuple[Tensor, Tensor]:
+        """The gradient (with the L2 term when weight decay is coupled) and the parameters, in
+        the merged shape and the statistics' dtype."""
+        shape, dtype = self._view_shape(p, group), state_dtype(p)
+        G = g.reshape(shape).to(dtype)
+        W = p.detach().reshape(shape).to(dtype)
+        if group["weight_decay"] != 0 and not group["use_decoupled_weight_decay"]:
+            G = G + group["weight_decay"] * W
+        return G, W
+
     def _init_state(self, p: Tensor, group: dict) -> None:
         dtype, b = state_dtype(p), group["max_preconditioner_dim"]
         blocks = []
@@ -376,6 +388,23 @@ class Shampoo(Optimizer):
                 graft_beta2=_GRAFT_BETA2.get(grafting, 1.0) if graft_beta2 is None else graft_beta2,
                 graft_epsilon=group["grafting_epsilon"],
             )
+            # Statistics first, for every block of every parameter: the factors take G_t, and the
+            # roots due at this step are computed together, batched over factors of equal size.
+            due = []
+            for p, g in zip(params, grads):
+                if p.numel() == 0:
+                    continue
+                if not self.state[p]:
+                    self._init_state(p, group)
+                t = scalar_step(self.state[p]["step"]) + 1
+                G, _ = self._block_tensors(p, g, group)
+                slices = block_slices(G.shape, group["max_preconditioner_dim"])
+                for sl, block in zip(slices, self.state[p]["blocks"], strict=True):
+                    update_factors(block["factors"], G[sl], beta2)
+                    if (t % f == 0 and t > t0) or t == t0:
+                        b = 1 - beta2**t if group["use_bias_correction"] and beta2 < 1 else 1.0
+                        due.append((block, b))
+            update_inverse_roots(due, epsilon=group["epsilon"])
             for p, g in zip(params, grads):
                 if p.numel() == 0:
                     continue
@@ -383,12 +412,8 @@ class Shampoo(Optimizer):
                 if not state:
                     self._init_state(p, group)
                 state["step"] = t = scalar_step(state["step"]) + 1
-                shape = self._view_shape(p, group)
-                dtype = state_dtype(p)
-                G = g.reshape(shape).to(dtype)
-                W = p.detach().reshape(shape).to(dtype)
-                if group["weight_decay"] != 0 and not group["use_decoupled_weight_decay"]:
-                    G = G + group["weight_decay"] * W
+                G, W = self._block_tensors(p, g, group)
+                shape, dtype = G.shape, G.dtype
                 U = torch.empty(shape, dtype=dtype, device=p.device)
                 slices = block_slices(shape, group["max_preconditioner_dim"])
                 for sl, block in zip(slices, state["blocks"], strict=True):
@@ -397,7 +422,6 @@ class Shampoo(Optimizer):
                         G[sl],
                         W[sl],
                         t=t,
-                        compute_roots=(t % f == 0 and t > t0) or t == t0,
                         graft_only=t < t0 and grafting is not None,
                         **hyper,
                     )
