@@ -28,6 +28,7 @@ def test_lr_grid_holds_exact_decades():
     grid = lr_grid(1e-3, 1.0, 2)
     assert len(grid) == 7
     assert grid[0] == 1e-3 and grid[2] == 1e-2 and grid[-1] == 1.0
+    # points are 10**(k/2): each ratio is a few ulps from sqrt(10) (1e-12 is 4500 ulps)
     np.testing.assert_allclose(grid[1:] / grid[:-1], math.sqrt(10), rtol=1e-12)
     assert list(lr_grid(0.5, 20, 1)) == [1.0, 10.0]
     assert list(lr_grid(2e-3, 2e-3, 3)) == []  # no grid point in a narrow range
@@ -41,8 +42,11 @@ def test_lr_grid_holds_exact_decades():
 )
 def test_lr_grid_is_inside_the_range_and_log_spaced(lo, span, per_decade):
     grid = lr_grid(lo, lo * span, per_decade)
+    # endpoints come back through 10**log10(x): a few ulps of x (1e-12 relative: 4500 ulps)
     assert np.all(grid >= lo * (1 - 1e-12)) and np.all(grid <= lo * span * (1 + 1e-12))
     if len(grid) > 1:
+        # log10 of numbers up to 1e6 is exact to ulps of |log10| <= 6, i.e. ~1e-15 absolute, so
+        # steps of 1/per_decade >= 0.2 are good to ~1e-14 relative; 1e-9 is a wide margin
         np.testing.assert_allclose(np.diff(np.log10(grid)), 1 / per_decade, rtol=1e-9)
 
 
@@ -90,7 +94,7 @@ def test_sweep_is_reproducible_with_minibatches_and_averages_the_tail():
     b = lr_sweep(make, small_problem, [0.01, 0.1], 20, batch_size=16, average_last=5)
     np.testing.assert_array_equal(a.final_loss, b.final_loss)
     for final, hist in zip(a.final_loss, a.histories):
-        assert final == pytest.approx(np.mean(hist.loss[-5:]), rel=1e-12)
+        assert final == pytest.approx(np.mean(hist.loss[-5:]), rel=1e-12)  # the same 5 numbers
     c = lr_sweep(make, small_problem(), [0.01, 0.1], 20, batch_size=16, average_last=5, seed=1)
     assert not np.array_equal(a.final_loss, c.final_loss)
 

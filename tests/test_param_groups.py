@@ -126,5 +126,8 @@ def test_groups_drive_adamw_like_per_parameter_settings():
             m(tokens).logsumexp(-1).mean().backward()
             o.step()
     for (n, p), q in zip(model.named_parameters(), twin.parameters()):
+        # the same AdamW arithmetic on the same groups (measured: bit-identical); rounding
+        # differences would be a few ulps per step over 5 steps from a random start, where the
+        # gradients are far from 0 and Adam's scaling does not amplify them (4500 ulps allowed)
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14, msg=n)
     assert set(CATEGORIES) == {"bias", "norm", "embedding"}

@@ -34,7 +34,10 @@ def test_classes_overlap_so_the_loss_has_a_positive_floor():
     loss = float(closure().detach())
     assert 0.2 < loss < 0.69  # better than chance (log 2), but bounded away from zero
     grad = torch.cat([p.grad.flatten() for p in model.parameters()])
-    assert grad.norm() < 1e-4  # it is a minimiser: finite weights
+    # not rounding: 200 L-BFGS iterations reach a stationary point of this strongly convex
+    # float64 fit (the weights stay finite because the classes overlap); 1e-4 separates that
+    # from a run still descending towards infinite weights, whose gradient stays ~1e-2
+    assert grad.norm() < 1e-4
     assert model.weight.abs().max() < 10
 
 

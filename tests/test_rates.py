@@ -189,6 +189,9 @@ def test_mode_angle_is_the_argument_of_the_dominant_root(h, beta, nesterov):
     omega = rates.mode_angle(h, beta, 1.0, nesterov=nesterov)
     if abs(a * a - 4 * c) < 1e-9:
         return  # a double root: the argument is 0 or pi either way, rounding picks
+    # np.roots (eigenvalues of the companion matrix) loses up to half the digits near a double
+    # root: with the discriminant >= 1e-9 the angle is good to ~eps / sqrt(1e-9) = 7e-12, never
+    # worse than ~sqrt(eps) = 1.5e-8; abs 1e-6 covers both
     assert math.isclose(omega, abs(np.angle(dominant)), abs_tol=1e-6)
 
 
@@ -196,7 +199,7 @@ def test_mode_angle_of_gradient_descent_and_of_the_ravine():
     assert rates.mode_angle(1.5, 0.0, 1.0) == math.pi  # GD past 1/L: the sign flips
     assert rates.mode_angle(0.5, 0.0, 1.0) == 0.0
     omega = rates.mode_angle(1.5, 0.9, 1.0)  # chapter 3's valley: a spiral, not a zig-zag
-    assert math.isclose(math.cos(omega), 0.4 / (2 * math.sqrt(0.9)), rel_tol=1e-12)
+    assert math.isclose(math.cos(omega), 0.4 / (2 * math.sqrt(0.9)), rel_tol=1e-12)  # ulps
     grid = rates.mode_angle(np.array([0.5, 1.5]), 0.9, 1.0)
     assert grid.shape == (2,) and grid[1] == omega
 
@@ -216,6 +219,9 @@ def test_optimal_heavy_ball_factors_are_what_optlib_sgd_does(kappa):
     path = torch.stack(path).numpy()
     steep, flat = rates.optimal_heavy_ball_factors(kappa, np.arange(61))
     scale = np.abs(path).max(axis=1)  # rounding accumulates relative to the largest coordinate
+    # At the optimal beta the iteration matrix is a Jordan block, so an error made at step j
+    # grows like (k - j) rho^(k-j) <= 1 / (e |ln rho|) = 5.8 at kappa = 1e3: each step adds a
+    # few ulps carried by <= 5.8, i.e. < 50 ulps = 1e-14 per step; 1e-12 per step is a margin
     assert np.all(np.abs(path[:, 0] - steep) <= 1e-12 * 61 * scale)
     assert np.all(np.abs(path[:, 1] - flat) <= 1e-12 * 61 * scale)
     with pytest.raises(ValueError, match="kappa"):
