@@ -8,12 +8,17 @@ learner's code, an ``expect`` that runs the reference (``torch.optim.Adagrad``,
 giving the solution away. Import it through ``optlib.course.checks``
 (``checks.adagrad_class(...)``).
 
-* :func:`adagrad_class`: an AdaGrad optimizer class, against :class:`torch.optim.Adagrad`;
+* :func:`adagrad_class`: an AdaGrad optimizer class, against :class:`torch.optim.Adagrad`, with
+  weight decay, an initial accumulator and a large :math:`\epsilon`, two param groups and a
+  parameter that loses its gradient;
 * :func:`preconditioned_kappa`: the condition number of
   :math:`D^{-1/2} H D^{-1/2}`, the Hessian that a diagonally preconditioned step sees;
-* :func:`adagrad_effective_lr` and :func:`rmsprop_effective_lr`: predictions of the effective
-  learning rate :math:`\eta_t = |\Delta\theta_t| / |g|` after :math:`t` steps of a constant
-  gradient :math:`g`, against runs of :class:`optlib.Adagrad` and :class:`optlib.RMSprop`.
+* :func:`adagrad_effective_lr`: a prediction of the effective learning rate
+  :math:`\eta_t = |\Delta\theta_t| / |g|` after :math:`t` steps of a constant gradient :math:`g`,
+  against runs of :class:`optlib.Adagrad`;
+* :func:`rmsprop_recovery_steps`: a prediction of how many steps RMSProp's effective learning
+  rate needs to recover a given fraction of its new level after the gradient scale drops,
+  against runs of :class:`optlib.RMSprop`.
 """
 
 from __future__ import annotations
@@ -27,10 +32,6 @@ import torch
 from ._core import (
     Case,
     Check,
-    _class_cases,
-    _class_compare,
-    _class_probe,
-    _class_run,
     _generator,
     _log_uniform,
     _number,
@@ -41,15 +42,21 @@ from ._core import (
     _tensor,
     _uniform,
     _value_of,
+    no_delegation,
     run_check,
 )
+from .momentum import _grouped_cases, _grouped_compare, _grouped_probe, _grouped_run
 
 __all__ = [
     "adagrad_class",
     "adagrad_effective_lr",
     "preconditioned_kappa",
-    "rmsprop_effective_lr",
+    "rmsprop_recovery_steps",
 ]
+
+ADAGRAD = ("torch.optim.Adagrad", "torch.optim.adagrad", "optlib.Adagrad", "optlib.optim.adagrad")
+RMSPROP = ("torch.optim.RMSprop", "torch.optim.rmsprop", "optlib.RMSprop", "optlib.optim.rmsprop")
+UPDATE_PIECES = ("optlib.optim._moments",)
 
 # --------------------------------------------------------------------------- an AdaGrad class
 
@@ -58,7 +65,7 @@ def _adagrad_hyper(extras: bool) -> Callable[[torch.Generator, int], dict]:
     def hyper(g: torch.Generator, i: int) -> dict:
         h: dict[str, Any] = {"lr": round(_uniform(g, 0.05, 0.5), 4), "eps": 1e-10}
         if extras:
-            h["initial_accumulator_value"] = round(_uniform(g, 0.0, 1.0), 3) if i % 2 else 0.0
+            h["initial_accumulator_value"] = round(_uniform(g, 0.1, 1.0), 3) if i % 4 else 0.0
             h["weight_decay"] = round(_uniform(g, 0.0, 0.1), 3)
             h["eps"] = [1e-10, 1e-3, 0.1][i % 3]
         return h
@@ -66,15 +73,38 @@ def _adagrad_hyper(extras: bool) -> Callable[[torch.Generator, int], dict]:
     return hyper
 
 
-def _adagrad_cases(seed: int = 0, n_cases: int = 3, steps: int = 20, extras: bool = False):
-    return _class_cases(seed, n_cases, steps, _adagrad_hyper(extras))
+def _adagrad_groups(g: torch.Generator, i: int) -> list[dict]:
+    second = {
+        "lr": round(_uniform(g, 0.05, 0.5), 4),
+        "eps": [1e-3, 0.1, 1e-10][i % 3],
+        "weight_decay": round(_uniform(g, 0.01, 0.1), 3),
+    }  # not initial_accumulator_value: torch.optim.Adagrad reads it from its constructor only
+    return [{}, second]
+
+
+def _adagrad_cases(
+    seed: int = 0,
+    n_cases: int = 3,
+    steps: int = 20,
+    extras: bool = False,
+    groups: bool = False,
+    frozen: bool = False,
+):
+    return _grouped_cases(
+        seed,
+        n_cases,
+        steps,
+        _adagrad_hyper(extras),
+        groups=_adagrad_groups if groups else None,
+        frozen=frozen,
+    )
 
 
 def _adagrad_expect(case: Case) -> dict:
     def factory(ps, **h):
         return torch.optim.Adagrad(ps, foreach=False, **h)
 
-    return {"trajectory": _class_run(factory, case)}
+    return {"trajectory": _grouped_run(factory, case)}
 
 
 def _adagrad_hint(gaps: list[float]) -> str:
@@ -93,11 +123,26 @@ def _adagrad_hint(gaps: list[float]) -> str:
     return ""
 
 
-def _adagrad_success(seed: int = 0, n_cases: int = 3, steps: int = 20, extras: bool = False):
-    extra = " with initial accumulator, weight decay and larger eps" if extras else ""
+def _adagrad_success(
+    seed: int = 0,
+    n_cases: int = 3,
+    steps: int = 20,
+    extras: bool = False,
+    groups: bool = False,
+    frozen: bool = False,
+):
+    extra = [
+        text
+        for on, text in [
+            (extras, "initial accumulator, weight decay and larger eps"),
+            (groups, "two param groups"),
+            (frozen, "a parameter without gradient"),
+        ]
+        if on
+    ]
     return (
         f"adagrad_class: OK, matches torch.optim.Adagrad over {steps} steps on {n_cases} seeded "
-        f"problems{extra}"
+        "problems" + (f" ({', '.join(extra)})" if extra else "")
     )
 
 
@@ -105,16 +150,24 @@ _register(
     Check(
         "adagrad_class",
         _adagrad_cases,
-        _class_probe,
+        _grouped_probe,
         _adagrad_expect,
-        _class_compare("adagrad_class", "torch.optim.Adagrad", _adagrad_hint),
+        _grouped_compare("adagrad_class", "torch.optim.Adagrad", _adagrad_hint),
         _adagrad_success,
     )
 )
+no_delegation("adagrad_class", "AdaGrad", *ADAGRAD, *UPDATE_PIECES)
 
 
 def adagrad_class(
-    answer: type, *, seed: int = 0, n_cases: int = 3, steps: int = 20, extras: bool = False
+    answer: type,
+    *,
+    seed: int = 0,
+    n_cases: int = 3,
+    steps: int = 20,
+    extras: bool = False,
+    groups: bool = False,
+    frozen: bool = False,
 ) -> None:
     r"""Check an AdaGrad optimizer class, constructed as ``answer(params, lr=..., eps=...)``
     (and ``initial_accumulator_value=...``, ``weight_decay=...`` when ``extras=True``), whose
@@ -122,8 +175,22 @@ def adagrad_class(
     :math:`G \leftarrow G + g^2`, :math:`\theta \leftarrow \theta - \eta\, g / (\sqrt G +
     \epsilon)` with :math:`G_0` the initial accumulator value and :math:`g` including the L2
     term :math:`\lambda\theta`.
+
+    ``groups=True`` puts each of two parameters in a param group of its own, the second with its
+    own ``lr``, ``eps`` and ``weight_decay``; ``frozen=True`` sets
+    the second parameter's ``.grad`` to ``None`` half-way through (it must not move from then on,
+    weight decay included).
     """
-    run_check("adagrad_class", answer, seed=seed, n_cases=n_cases, steps=steps, extras=extras)
+    run_check(
+        "adagrad_class",
+        answer,
+        seed=seed,
+        n_cases=n_cases,
+        steps=steps,
+        extras=extras,
+        groups=groups,
+        frozen=frozen,
+    )
 
 
 # --------------------------------------------------------------------------- preconditioned kappa
@@ -339,85 +406,108 @@ def adagrad_effective_lr(answer: Callable, *, seed: int = 0, n_cases: int = 4, m
     run_check("adagrad_effective_lr", answer, seed=seed, n_cases=n_cases, max_t=max_t)
 
 
-def _rms_lr_cases(seed: int = 0, n_cases: int = 4, max_t: int = 3000) -> list[Case]:
+def _recovery_cases(seed: int = 0, n_cases: int = 4) -> list[Case]:
     g = _generator(seed)
     cases = []
-    for i in range(n_cases):
-        alpha = [0.9, 0.99, 0.999, 0.95][i % 4]
-        grad = _log_uniform(g, 1e-2, 10.0) * (-1 if _uniform(g, 0, 1) < 0.5 else 1)
-        eps = 1e-8
-        if i % 4 == 2:  # a small gradient: eps matters
-            grad, eps = grad * 1e-3, 1e-4
-        if i == 0:
-            t = 1
-        elif i % 4 == 1:  # early: the average still remembers its zero start
-            t = int(round(_log_uniform(g, 2, 0.5 / (1 - alpha))))
-        else:
-            t = int(round(_log_uniform(g, 2, max(2, max_t))))
-        lr = round(_log_uniform(g, 1e-3, 0.1), 5)
-        cases.append({"lr": lr, "g": grad, "t": t, "alpha": alpha, "eps": eps})
+    while len(cases) < n_cases:
+        i = len(cases)
+        alpha = [0.9, 0.99, 0.95, 0.995][i % 4]
+        drop = _log_uniform(g, 2.0, 5.0) if i % 2 == 0 else _log_uniform(g, 5.0, 1000.0)
+        fraction = round(_uniform(g, 0.3, 0.95), 3)
+        case = {"alpha": alpha, "drop": drop, "fraction": fraction}
+        k_real = _recovery_real(case)
+        if k_real < 2 or abs(k_real - round(k_real)) < 0.02:
+            continue  # away from ties between two steps
+        cases.append(case)
     return cases
 
 
-def _rms_lr_probe(answer: Callable, case: Case) -> dict:
-    value = answer(case["lr"], case["g"], case["t"], case["alpha"], case["eps"])
-    return _number(value, "rmsprop_effective_lr")
+def _recovery_real(case: Case) -> float:
+    """The step k (real) at which sqrt(v_k) = σ₂/fraction, v_k = α^k + (1 - α^k) σ₂², σ₁ = 1."""
+    s2 = (1 / case["drop"]) ** 2
+    return math.log(s2 * (1 / case["fraction"] ** 2 - 1) / (1 - s2)) / math.log(case["alpha"])
 
 
-def _rms_lr_expect(case: Case) -> dict:
+def _recovery_probe(answer: Callable, case: Case) -> dict:
+    return _number(answer(case["alpha"], case["drop"], case["fraction"]), "rmsprop_recovery_steps")
+
+
+def _recovery_expect(case: Case) -> dict:
+    """Run optlib.RMSprop (ε = 0) on the gradient 1 until its average holds 1 to 1e-14, then on
+    1/drop, and count the steps until the effective learning rate |Δθ|/|g| reaches
+    ``fraction`` of its new level lr·drop."""
     import optlib
 
-    def make(ps):
-        return optlib.RMSprop(ps, lr=case["lr"], alpha=case["alpha"], eps=case["eps"])
+    alpha, lr = case["alpha"], 0.01
+    warm = math.ceil(math.log(1e-14) / math.log(alpha))
+    p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = optlib.RMSprop([p], lr=lr, alpha=alpha, eps=0.0)
+    for _ in range(warm):
+        p.grad = torch.ones(1, dtype=torch.float64)
+        opt.step()
+    g = 1 / case["drop"]
+    for k in range(1, 100_000):
+        before = p.detach().clone()
+        p.grad = torch.full((1,), g, dtype=torch.float64)
+        opt.step()
+        if float((p.detach() - before).abs()) / g >= case["fraction"] * lr * case["drop"]:
+            return {"value": k}
+    raise RuntimeError("RMSprop did not recover")  # unreachable for alpha < 1
 
-    return {"value": _measured_lr(make, case["g"], case["t"])}
 
-
-def _rms_lr_compare(case: Case, got: Any, expected: dict, where: str) -> None:
+def _recovery_compare(case: Case, got: Any, expected: dict, where: str) -> None:
     where = (
-        f"rmsprop_effective_lr, {where} (lr={case['lr']:.4g}, g={case['g']:.4g}, t={case['t']}, "
-        f"alpha={case['alpha']:g}, eps={case['eps']:g})"
+        f"rmsprop_recovery_steps, {where} (alpha={case['alpha']:g}, drop={case['drop']:.4g}, "
+        f"fraction={case['fraction']:g})"
     )
-    value = _value_of(got, "rmsprop_effective_lr", where, nonnegative=True, kind="learning rate")
+    k = _value_of(got, "rmsprop_recovery_steps", where, nonnegative=True, kind="count")
     exp = expected["value"]
-    if math.isclose(value, exp, rel_tol=1e-6):
+    if k == exp:
         return
+    memory = 1 / (1 - case["alpha"])
     hint = ""
-    steady = case["lr"] / (abs(case["g"]) + case["eps"])
-    if math.isclose(value, steady, rel_tol=1e-6):
-        hint = (
-            f" (that is the value for large t; at t = {case['t']} with alpha = {case['alpha']:g} "
-            "the average has not yet forgotten where it started)"
-        )
+    if not float(k).is_integer():
+        hint = " (a whole number of steps, please)"
+    elif math.isclose(k, memory, rel_tol=0.02):
+        hint = " (that is the average's memory 1/(1 - alpha), a rule of thumb, not the count)"
     raise AssertionError(
-        f"{where}: a run of optlib.RMSprop took a step of {exp:.8g} * |g| at step t; you "
-        f"predicted {value:.8g}{hint}"
+        f"{where}: a run of optlib.RMSprop reached that fraction after {exp} steps; you "
+        f"predicted {k:g}{hint}"
     )
 
 
-def _rms_lr_success(seed: int = 0, n_cases: int = 4, max_t: int = 3000) -> str:
+def _recovery_success(seed: int = 0, n_cases: int = 4) -> str:
     return (
-        f"rmsprop_effective_lr: OK, matches runs of optlib.RMSprop on {n_cases} constant "
-        f"gradients (t up to {max_t}, relative error < 1e-6)"
+        f"rmsprop_recovery_steps: OK, the exact step count of {n_cases} runs of optlib.RMSprop "
+        "after a drop in gradient scale"
     )
 
 
 _register(
     Check(
-        "rmsprop_effective_lr",
-        _rms_lr_cases,
-        _rms_lr_probe,
-        _rms_lr_expect,
-        _rms_lr_compare,
-        _rms_lr_success,
+        "rmsprop_recovery_steps",
+        _recovery_cases,
+        _recovery_probe,
+        _recovery_expect,
+        _recovery_compare,
+        _recovery_success,
     )
+)
+no_delegation(
+    "rmsprop_recovery_steps",
+    "RMSProp run (predict, do not run)",
+    *RMSPROP,
+    *UPDATE_PIECES,
+    "optlib.experiments.adaptive",
+    "optlib.experiments.train.run",
 )
 
 
-def rmsprop_effective_lr(answer: Callable, *, seed: int = 0, n_cases: int = 4, max_t: int = 3000):
-    r"""Check ``answer(lr, g, t, alpha, eps)``: the effective learning rate
-    :math:`|\theta_t - \theta_{t-1}| / |g|` of :class:`optlib.RMSprop` (not centred, no
-    momentum) at step :math:`t` when every gradient so far was the same number :math:`g`,
-    predicted without running RMSProp.
-    """
-    run_check("rmsprop_effective_lr", answer, seed=seed, n_cases=n_cases, max_t=max_t)
+def rmsprop_recovery_steps(answer: Callable, *, seed: int = 0, n_cases: int = 4) -> None:
+    r"""Check ``answer(alpha, drop, fraction)``: after RMSProp (:math:`\epsilon = 0`, not centred,
+    no momentum) has averaged the constant gradient :math:`\sigma_1` long enough that
+    :math:`v = \sigma_1^2`, the gradient becomes :math:`\sigma_2 = \sigma_1/\mathrm{drop}`; the
+    first step :math:`k \ge 1` of the new gradient at which the effective learning rate
+    :math:`|\Delta\theta_k|/|g|` reaches ``fraction`` of its new level :math:`\eta/\sigma_2`,
+    predicted without running RMSProp, against runs of :class:`optlib.RMSprop`."""
+    run_check("rmsprop_recovery_steps", answer, seed=seed, n_cases=n_cases)
