@@ -120,3 +120,23 @@ def test_effective_lr_profile_reads_adagrad_and_rmsprop_state():
     centred.step()
     with pytest.raises(ValueError, match="centred"):
         effective_lr_profile(centred)
+
+
+def test_fit_sparse_scores_what_the_model_learned():
+    from optlib.experiments.adaptive import fit_sparse
+    from optlib.problems import sparse_logistic
+
+    problem = sparse_logistic(n_train=200, n_test=100, seed=3)
+    untouched = fit_sparse(problem, lambda p: optlib.SGD(p, lr=0.0), 5, batch_size=20)
+    assert math.isclose(untouched["train"], math.log(2), rel_tol=1e-12)  # zero weights
+    assert untouched["rare"] == untouched["frequent"] == 1.0 and not untouched["diverged"]
+    bayes = float(problem.loss_fn(problem.X_test @ problem.w_star, problem.y_test))
+    assert math.isclose(untouched["excess_test"], math.log(2) - bayes, rel_tol=1e-12)
+    trained = fit_sparse(problem, lambda p: optlib.Adagrad(p, lr=0.5), 50, batch_size=20)
+    assert trained["train"] < 0.9 * math.log(2) and trained["frequent"] < 1.0
+    again = fit_sparse(problem, lambda p: optlib.Adagrad(p, lr=0.5), 50, batch_size=20)
+    assert again == trained  # seeded: the same batches, the same result
+    decayed = fit_sparse(problem, lambda p: optlib.SGD(p, lr=1.0), 50, batch_size=20,
+                         scheduler=inverse_sqrt_schedule)  # fmt: skip
+    constant = fit_sparse(problem, lambda p: optlib.SGD(p, lr=1.0), 50, batch_size=20)
+    assert decayed != constant  # the scheduler is stepped
