@@ -39,6 +39,8 @@ def test_gd_on_a_landscape_records_everything():
     assert h.params.shape == (21, 2)
     np.testing.assert_array_equal(h.params[0], q.start)
     # The records agree with the landscape and with the update theta <- theta - lr * grad.
+    # recorded values recomputed from the recorded iterate: the same float64 formulas, a few
+    # ulps (rel 1e-14 is 45); a step is one fused update against numpy's two roundings
     for t in range(21):
         theta = torch.tensor(h.params[t])
         assert h.loss[t] == pytest.approx(float(q.f(theta)), rel=1e-14)
@@ -46,7 +48,8 @@ def test_gd_on_a_landscape_records_everything():
     for t in range(20):
         expected = h.params[t] - 0.5 * q.grad(torch.tensor(h.params[t])).numpy()
         np.testing.assert_allclose(h.params[t + 1], expected, rtol=1e-14, atol=1e-15)
-        assert h.step_norm[t] == pytest.approx(np.linalg.norm(h.params[t + 1] - h.params[t]))
+        step = np.linalg.norm(h.params[t + 1] - h.params[t])
+        assert h.step_norm[t] == pytest.approx(step, rel=1e-14)
     assert h.time[0] == 0 and all(np.diff(h.time) >= 0)
     assert h.examples == [0] * 21
 
@@ -65,7 +68,11 @@ def test_optlib_and_torch_sgd_give_the_same_history():
     f = ls.Himmelblau()
     a = run(lambda p: optlib.SGD(p, lr=0.01, momentum=0.5), f, 40, x0=(0.5, -0.5))
     b = run(lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.5), f, 40, x0=(0.5, -0.5))
-    np.testing.assert_allclose(a.params, b.params, rtol=1e-13, atol=1e-14)
+    # The same momentum update (measured: bit-identical). Were the roundings ordered otherwise,
+    # a few ulps per step would grow while the run leaves the maximum near the start (curvature
+    # -41, lr 0.01: x1.4 per step for ~10 steps, ~30x) and then shrink: ~40 x 4 x 30 ulps =
+    # 1e-12 at most; the losses, near 0 at the minimum, get atol for their cancellation
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(a.loss, b.loss, rtol=1e-12, atol=1e-14)
 
 
@@ -86,7 +93,7 @@ def test_lbfgs_with_a_closure_works():
         ls.Rosenbrock(),
         20,
     )
-    assert not h.diverged and h.final_loss < 1e-8
+    assert not h.diverged and h.final_loss < 1e-8  # converged (not a rounding tolerance)
 
 
 @pytest.mark.parametrize("opt", [optlib.SGD, torch.optim.SGD])
@@ -112,6 +119,7 @@ def test_full_batch_loss_is_the_full_objective():
     assert h.params.shape == (4, 66)
     with torch.no_grad():
         final = prob.loss_fn(prob.model(prob.X), prob.y)
+    # the same evaluation of the same model: identical up to reduction order (45 ulps allowed)
     assert h.final_loss == pytest.approx(float(final), rel=1e-14)
 
 
@@ -147,6 +155,7 @@ def test_non_finite_loss_is_divergence():
 def test_contraction_rate_recovers_a_geometric_sequence():
     rho = 0.83
     e = 3.0 * rho ** np.arange(50)
+    # a fitted slope of exact powers: ulps of log(e) <= 10, over 50 points (~1e-14)
     assert contraction_rate(e) == pytest.approx(rho, rel=1e-12)
     assert contraction_rate(e, start=10, stop=20) == pytest.approx(rho, rel=1e-12)
     with pytest.raises(ValueError, match="positive"):
@@ -159,6 +168,9 @@ def test_gd_distance_contracts_at_the_theoretical_rate():
     q = ls.Quadratic(20.0, angle=1.0)
     h = run(lambda p: optlib.SGD(p, lr=q.optimal_lr), q, 60)
     measured = contraction_rate(h.distances(q.minimizers[0]))
+    # with the optimal step both eigencomponents contract by exactly the rate, so the fit is
+    # exact up to rounding: distances fall to 2.5e-3 of the start in 60 steps, each known to
+    # ~ulps of the start, i.e. ~1e-13 relative
     assert measured == pytest.approx(q.gd_rate(), rel=1e-9)
 
 
@@ -195,7 +207,7 @@ def test_a_scheduler_is_stepped_after_every_step():
     x = np.ones(2)
     for t in range(1, 5):
         x = x * (1 - 0.5 / t)
-        np.testing.assert_allclose(hist.params[t], x, rtol=1e-14)
+        np.testing.assert_allclose(hist.params[t], x, rtol=1e-14)  # 4 steps, a few ulps
 
 
 @pytest.mark.parametrize("batch_size", [None, 16])
