@@ -72,12 +72,92 @@ def test_right_estimator_passes(capsys):
     assert len(out) == 2 and all(line.startswith("minibatch_gradient: OK") for line in out)
 
 
-def test_global_rng_is_fine_too():
+# The tests the exercise master runs (exercises/02_stochastic_gradient_descent.ipynb).
+EXERCISE = {
+    "minibatch_gradient": [{}, {"seed": 101, "edge": True}],
+    "predict_minibatch_variance": [{}, {"seed": 202, "n_cases": 8, "edge": True}],
+    "warmup_cosine_lr": [{}, {"seed": 303, "n_cases": 8, "edge": True}],
+}
+
+
+def _fails_somewhere(name, answer) -> str:
+    """The message of the first of the exercise's tests that the answer fails ('' if none)."""
+    for options in EXERCISE[name]:
+        try:
+            getattr(checks, name)(answer, **options)
+        except AssertionError as err:
+            return str(err)
+        except (ValueError, ZeroDivisionError, RuntimeError, IndexError) as err:
+            return f"raised {type(err).__name__}: {err}"  # the learner's own error
+    return ""
+
+
+def test_global_rng_fails_even_though_its_statistics_are_right():
     def global_rng(G, batch_size, replace, generator):
         return estimator(G, batch_size, replace, None)
 
     torch.manual_seed(0)
-    checks.minibatch_gradient(global_rng)
+    msg = _fails(checks.minibatch_gradient, global_rng)
+    assert "generator you are given was not used" in msg
+
+
+def test_a_generator_derived_from_the_given_one_is_fine(capsys):
+    def derived(G, batch_size, replace, generator):
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        return estimator(G, batch_size, replace, torch.Generator().manual_seed(seed))
+
+    checks.minibatch_gradient(derived)
+    assert "OK" in capsys.readouterr().out
+
+
+def test_edge_batches_pass_for_the_right_answer_and_need_no_noise_at_b_equal_n(capsys):
+    for options in EXERCISE["minibatch_gradient"]:
+        checks.minibatch_gradient(estimator, **options)
+    assert capsys.readouterr().out.count("minibatch_gradient: OK") == 2
+    cases = checks.CHECKS["minibatch_gradient"].cases(seed=101, edge=True)
+    shapes = {
+        (c["replace"], c["batch_size"] == len(c["G"]), c["batch_size"] > len(c["G"])) for c in cases
+    }
+    assert (False, True, False) in shapes and (True, False, True) in shapes
+    assert any(c["batch_size"] == 1 for c in cases)
+
+
+def frozen_generator(G, batch_size, replace, generator):
+    return estimator(G, batch_size, replace, torch.Generator().manual_seed(0))
+
+
+def _rows_with_replacement_when_b_is_n(G, batch_size, replace, generator):
+    if batch_size == len(G) and not replace:
+        replace = True  # "random enough"? no: without replacement B = N is the full gradient
+    return estimator(G, batch_size, replace, generator)
+
+
+def _randperm_for_both(G, batch_size, replace, generator):
+    idx = torch.randperm(len(G), generator=generator)[: min(batch_size, len(G))]
+    return G[idx].mean(0)
+
+
+ESTIMATOR_WRONG = {
+    "always with replacement": always_with_replacement,
+    "always without replacement": always_without_replacement,
+    "first rows": first_rows,
+    "sum, not mean": sums,
+    "one example too few": one_too_few,
+    "one example too many": lambda G, B, r, g: estimator(G, B + 1 if r or B < len(G) else B, r, g),
+    "skips the last example": skips_the_last_example,
+    "rows, not their mean": rows_not_mean,
+    "changes G in place": in_place,
+    "global generator": lambda G, B, r, g: estimator(G, B, r, None),
+    "a fresh generator each call": frozen_generator,
+    "B = N treated as with replacement": _rows_with_replacement_when_b_is_n,
+    "randperm for both schemes": _randperm_for_both,
+    "returns None": lambda G, B, r, g: None,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATOR_WRONG))
+def test_every_known_wrong_estimator_fails(name):
+    assert _fails_somewhere("minibatch_gradient", ESTIMATOR_WRONG[name]), name
 
 
 def test_ignoring_replace_is_caught_both_ways():
@@ -91,7 +171,7 @@ def test_ignoring_replace_is_caught_both_ways():
 @pytest.mark.parametrize(
     "answer, words",
     [
-        (first_rows, "never vary"),
+        (first_rows, "generator you are given was not used"),
         (sums, "biased"),
         (skips_the_last_example, "biased"),
         (one_too_few, "too noisy"),
@@ -130,6 +210,43 @@ def test_forgetting_the_finite_population_is_named_without_the_formula():
 def test_the_wrong_direction_is_named():
     msg = _fails(checks.predict_minibatch_variance, lambda v, b, b_new, n, r: v * b_new / b)
     assert "wrong way" in msg
+
+
+def test_edge_predictions_pass_for_the_right_answer(capsys):
+    for options in EXERCISE["predict_minibatch_variance"]:
+        checks.predict_minibatch_variance(predict, **options)
+    assert capsys.readouterr().out.count("predict_minibatch_variance: OK") == 2
+
+
+def _fpc_with_n(v, b, b_new, n, replace):  # N in place of N - 1: the same ratio, harmless
+    if replace:
+        return v * b / b_new
+    return v * b / b_new * (1 - b_new / n) / (1 - b / n)
+
+
+def test_the_finite_population_correction_with_n_instead_of_n_minus_1_is_the_same_ratio(capsys):
+    """Review note: only ratios of the correction enter the prediction, so N or N - 1 gives the
+    same answer; the check cannot (and need not) tell them apart."""
+    for options in EXERCISE["predict_minibatch_variance"]:
+        checks.predict_minibatch_variance(_fpc_with_n, **options)
+    assert capsys.readouterr().out.count("OK") == 2
+
+
+PREDICT_WRONG = {
+    "ignores the finite population": lambda v, b, b_new, n, r: v * b / b_new,
+    "always the correction": lambda v, b, b_new, n, r: v * b / b_new * (n - b_new) / (n - b),
+    "wrong direction": lambda v, b, b_new, n, r: v * b_new / b,
+    "standard deviation scaling": lambda v, b, b_new, n, r: v * (b / b_new) ** 0.5,
+    "correction only at the new size": lambda v, b, b_new, n, r: (
+        v * b / b_new * ((n - b_new) / (n - 1) if not r else 1.0)
+    ),
+    "unchanged": lambda v, b, b_new, n, r: v,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PREDICT_WRONG))
+def test_every_known_wrong_prediction_fails(name):
+    assert _fails_somewhere("predict_minibatch_variance", PREDICT_WRONG[name]), name
 
 
 def test_prediction_type_problems():
@@ -186,6 +303,44 @@ def test_wrong_schedules_say_where(wrong, phase):
     msg = _fails(checks.warmup_cosine_lr, wrong)
     assert phase in msg and "torch's schedulers give" in msg
     assert "cos(" not in msg  # no formula in the message
+
+
+def test_edge_schedules_pass_for_the_right_answer(capsys):
+    for options in EXERCISE["warmup_cosine_lr"]:
+        checks.warmup_cosine_lr(warmup_cosine, **options)
+    assert capsys.readouterr().out.count("warmup_cosine: OK") == 2
+
+
+SCHEDULE_WRONG = {
+    "cosine over the whole run": lambda t, p, W, T, sf, m: (
+        warmup_cosine(t, p, W, T, sf, m)
+        if t < W
+        else m + (p - m) * (1 + math.cos(math.pi * t / T)) / 2
+    ),
+    "warm-up one step ahead": lambda t, p, W, T, sf, m: warmup_cosine(
+        min(t + 1, W) if t < W else t, p, W, T, sf, m
+    ),
+    "decays to zero": lambda t, p, W, T, sf, m: warmup_cosine(t, p, W, T, sf, 0.0),
+    "warm-up from zero": lambda t, p, W, T, sf, m: warmup_cosine(t, p, W, T, 0.0, m),
+    "decay over T - W - 1 steps": lambda t, p, W, T, sf, m: (
+        warmup_cosine(t, p, W, T, sf, m)
+        if t < W
+        else m + (p - m) * (1 + math.cos(math.pi * (t - W) / (T - W - 1))) / 2
+    ),
+    "linear decay": lambda t, p, W, T, sf, m: (
+        warmup_cosine(t, p, W, T, sf, m) if t < W else p - (p - m) * (t - W) / (T - W)
+    ),
+    "floor added to the cosine": lambda t, p, W, T, sf, m: (
+        warmup_cosine(t, p, W, T, sf, m)
+        if t < W
+        else m + p * (1 + math.cos(math.pi * (t - W) / (T - W))) / 2
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULE_WRONG))
+def test_every_known_wrong_schedule_fails(name):
+    assert _fails_somewhere("warmup_cosine_lr", SCHEDULE_WRONG[name]), name
 
 
 def test_schedule_type_problems():
