@@ -1,13 +1,14 @@
 """The trusted grader end to end: `otter assign`, then `python -m optlib.course.grading grade` on a
-folder holding the solution, the blank student release and crafted cheats; one CLI run, many checks.
+folder holding the solution, the blank student release, honest notebooks in every shape Jupyter
+accepts, and crafted attacks (issue 15's list and the earlier ones); one CLI run, many checks.
 
 Every integrity claim of the grader is proven here with a submission that tries to break it.
+Bounded: small time limits; every process a submission starts is looked for afterwards, and the
+host's /tmp and /dev/shm are checked for what a submission tried to leave there.
 """
 
 from __future__ import annotations
 
-import copy
-import csv
 import hashlib
 import json
 import os
@@ -20,50 +21,37 @@ import pytest
 from optlib.course.grading.assign import assign
 from optlib.course.grading.master import read_master
 
-ROOT = Path(__file__).resolve().parents[1]
-MASTER = ROOT / "exercises" / "01_gradient_descent.ipynb"
-NAME = MASTER.stem
-IS_ROOT = os.geteuid() == 0
-SLEEP_MARK = "317.25"  # a daemon's `sleep` argument, to find it afterwards
+from ._grading import (
+    IS_ROOT,
+    MASTER,
+    NAME,
+    ROOT,
+    code_cell,
+    grade,
+    insert_after_setup,
+    require_bwrap,
+    rows,
+    scores,
+    solutions,
+    source,
+    tagged,
+    with_answers,
+    write,
+)
 
-
-def _source(cell: dict) -> str:
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-
-
-def _tagged(nb: dict, tag: str) -> list[dict]:
-    return [
-        c
-        for c in nb["cells"]
-        if c["cell_type"] == "code" and tag in c.get("metadata", {}).get("tags", [])
-    ]
-
-
-def _with_answers(student: dict, answers: list[str | None]) -> dict:
-    """The student release with its code answer cells (q1, q2, q3) replaced where not None."""
-    nb = copy.deepcopy(student)
-    for cell, new in zip(_tagged(nb, "otter_answer_cell"), answers):
-        if new is not None:
-            cell["source"] = new
-    return nb
+MARK = "optlib-grading-test-7f3a"  # in the names of every process and file the attacks make
 
 
 def _forge_outputs(nb: dict) -> dict:
     """Stored outputs claiming that every check passed."""
-    nb = copy.deepcopy(nb)
+    nb = json.loads(json.dumps(nb))
     for n, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
         cell["execution_count"] = n + 1
-        src = _source(cell)
+        src = source(cell)
         if "grader.check" in src:
             text = "All tests passed!" if "check_all" in src else "q1 results: All passed!"
-            cell["outputs"] = [
-                {
-                    "output_type": "execute_result",
-                    "execution_count": n + 1,
-                    "data": {"text/plain": text},
-                    "metadata": {},
-                }
-            ]
+            cell["outputs"] = [{"output_type": "execute_result", "execution_count": n + 1,
+                                "data": {"text/plain": text}, "metadata": {}}]  # fmt: skip
     nb["metadata"]["otter"]["results"] = {"q1": 2, "q2": 2, "q3": 2, "total": 6}
     return nb
 
@@ -76,7 +64,6 @@ for _name, _check in list(checks.CHECKS.items()):
     checks.CHECKS[_name] = dataclasses.replace(
         _check, probe=lambda answer, case, _c=_check: _c.expect(case), compare=lambda *a: None
     )
-    setattr(checks, _name, lambda *a, **k: print("OK"))
 checks.run_check = lambda *a, **k: None
 
 
@@ -84,35 +71,13 @@ def gd_step(theta, grad, lr):
     return None
 """
 
-SWAP_PROBE_CODE = """from optlib.course import checks
+PATCH_GRADER_AND_EXIT = """import builtins, json, os
 
-_swap = {  # each probe would return the reference answer instead of calling the learner's code
-    "gd_step": lambda answer, case: CHECKS["gd_step"].expect(case),
-    "largest_stable_lr": lambda answer, case: CHECKS["largest_stable_lr"].expect(case),
-    "predict_iterations": lambda answer, case: CHECKS["predict_iterations"].expect(case),
-}
-for _name, _fake in _swap.items():
-    checks.CHECKS[_name].probe.__code__ = _fake.__code__
-
-
-def gd_step(theta, grad, lr):
-    return None
-"""
-
-PATCH_GRADER = """import builtins, json, os, sys
-
-import otter
-import optlib.course.grading.child as child
 import optlib.course.grading.grade as grade
 
-otter.Notebook.check = lambda self, *a, **k: print("All test cases passed!")
-grade._score_question = lambda q, tests, outcome: grade.QuestionResult(q.points, q.points)
-child._run_job = lambda *a, **k: None
-_real_import = builtins.__import__
-builtins.__import__ = lambda name, *a, **k: _real_import(name, *a, **k)
+grade._score_question = lambda *a: None
 with open("result.json", "w") as f:  # a forged result, then leave before the probes run
-    json.dump({"cell_errors": [], "results": [[{"passed": True}] * 4, [{"passed": True}] * 6],
-               "passed": True, "score": 6}, f)
+    json.dump({"results": [[{"passed": True}]], "tampered": False, "score": 6}, f)
 os._exit(0)
 """
 
@@ -137,7 +102,7 @@ def largest_stable_lr(A):
     return 0.0
 
 
-while True:  # ignores every alarm: only the per-question timeout stops it
+while True:  # ignores every alarm: only killing the job stops it
     try:
         time.sleep(0.05)
     except BaseException:
@@ -148,6 +113,60 @@ HANG_IN_FUNCTION = """def predict_iterations(kappa, tol):
     while True:
         pass
 """
+
+# Issue 15's first attack, adapted: look for the probe's inputs in the calling frames, forge the
+# job's result file and the grader's replies on every descriptor, compute answers with optlib's
+# public code, and leave before any probe runs. A set-up cell that would work for any exercise.
+UNIVERSAL_CHEAT = """import gc, json, os, sys
+
+found = []
+frame = sys._getframe()
+while frame is not None:  # what the calling frames hold
+    found += [k for k in frame.f_locals if k in ("case", "cases", "probes", "job", "expected")]
+    frame = frame.f_back
+found += [type(o).__name__ for o in gc.get_objects() if type(o).__name__ in ("Check", "Limits")]
+forged = {"tampered": False, "cell_errors": [], "results": [[{"value": 1.0}] * 8] * 4, "score": 6}
+for path in ("result.json", "/tmp/result.json", os.path.expanduser("~/result.json")):
+    try:
+        with open(path, "w") as f:
+            json.dump(forged, f)
+    except OSError:
+        pass
+reply = json.dumps({"op": "return", "value": {"$": "dict", "v": [["error", None]]}}) + "\\n"
+for fd in range(3, 40):  # a forged reply on every descriptor, the grader's channel included
+    try:
+        os.write(fd, reply.encode())
+    except OSError:
+        pass
+os._exit(0)
+"""
+
+DELEGATING = [
+    """import optlib
+
+def gd_step(theta, grad, lr):
+    p = theta.clone().requires_grad_()
+    p.grad = grad.clone()
+    optlib.SGD([p], lr=lr).step()
+    return p.detach()
+""",
+    """from optlib.experiments.rates import stable_lr_limit
+
+def largest_stable_lr(A):
+    return float(stable_lr_limit(0.0, float(torch.linalg.eigvalsh(A).max())))
+""",
+    """def predict_iterations(kappa, tol):  # runs gradient descent instead of predicting
+    A = torch.diag(torch.tensor([1.0, kappa], dtype=torch.float64))
+    p = torch.tensor([1.0, 1.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=2 / (1 + kappa))
+    k, start = 0, float(p.norm())
+    while float(p.detach().norm()) > tol * start:
+        p.grad = A @ p.detach()
+        opt.step()
+        k += 1
+    return k
+""",
+]
 
 
 def _pickle_payload(marker: Path) -> str:
@@ -184,18 +203,177 @@ def gd_step(theta, grad, lr):
 '''
 
 
-KILL_SERVER = """import os, signal
+KILL_PARENT = """import os, signal
 
 os.kill(os.getppid(), signal.SIGKILL)
 """
 
+KILL_SELF = """import os, signal
+
+def gd_step(theta, grad, lr):
+    return theta - lr * grad
+
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
 DAEMON = f"""import os, subprocess
 
-subprocess.Popen(["sleep", "{SLEEP_MARK}"], start_new_session=True)
+subprocess.Popen(["sleep", "317.25"], start_new_session=True)
 if os.fork() == 0:
     os.setsid()
-    subprocess.Popen(["sleep", "{SLEEP_MARK}"])
+    subprocess.Popen(["/bin/sh", "-c", "exec -a {MARK}-daemon sleep 317"])
     os._exit(0)
+
+
+def gd_step(theta, grad, lr):
+    return theta - lr * grad
+"""
+
+# ~150 processes in a setsid chain that SIGKILL and SIGALRM every process they can see, again
+# and again; grading of every other submission must not notice.
+FORK_KILLER = f"""import os, signal, time
+
+def chain(n):
+    for _ in range(n):
+        try:
+            if os.fork():
+                return
+        except OSError:
+            return
+        os.setsid()
+
+chain(150)
+try:
+    os.execvp("/bin/sh", ["{MARK}-killer", "-c",
+               "while true; do kill -ALRM -1; kill -KILL -1; sleep 0.05; done"])
+except OSError:
+    os._exit(0)
+"""
+
+SURROGATE_ERROR = "def largest_stable_lr(A):\n    raise ValueError(chr(0xDC80) + '=1+1')\n"
+
+DEEP_DIRS = """import os
+
+os.chdir("/tmp")
+for i in range(3000):
+    os.mkdir("d")
+    os.chdir("d")
+os.chdir("/tmp")
+
+
+def gd_step(theta, grad, lr):
+    return theta - lr * grad
+"""
+
+
+def _leaks(folder: Path, zip_path: Path, private: Path, venv_site: Path) -> str:
+    return f"""import glob, os
+
+leaks = []
+for pid in os.listdir("/proc"):
+    try:
+        cmd = open(f"/proc/{{pid}}/cmdline", "rb").read()
+        env = open(f"/proc/{{pid}}/environ", "rb").read()
+    except OSError:
+        continue
+    if b"optlib.course.grading" in cmd + env or b"{folder.name}" in cmd + env:
+        leaks.append(("grader's process", pid))
+for path in ({str(folder)!r}, {str(MASTER)!r}, {str(zip_path)!r}, {str(private)!r},
+             {str(ROOT / "exercises")!r}, {str(ROOT / "_build")!r}):
+    try:
+        if os.path.isdir(path):
+            leaks.append((path, os.listdir(path)[:3]))
+        else:
+            leaks.append((path, open(path, "rb").read(40)))
+    except OSError:
+        pass
+try:
+    import optlib.course.checks
+    leaks.append("optlib.course.checks")
+except ImportError:
+    pass
+try:
+    with open({str(venv_site / (MARK + ".pth"))!r}, "w") as f:
+        f.write("import os; os.system('touch /tmp/{MARK}-pth')")
+    leaks.append("wrote a .pth into the virtual environment")
+except OSError:
+    pass
+
+
+def gd_step(theta, grad, lr):
+    if leaks:
+        raise ValueError(f"LEAKS: {{leaks}}"[:300])
+    return theta - lr * grad
+"""
+
+
+SHM_PRODUCER = f"""import os
+
+answer = "def gd_step(theta, grad, lr):\\n    return theta - lr * grad\\n"
+for where in ("/dev/shm", "/tmp", "/var/tmp"):
+    with open(os.path.join(where, "{MARK}-answer.py"), "w") as f:
+        f.write(answer)
+with open("/dev/shm/{MARK}-ballast", "wb") as f:
+    try:
+        f.write(b"x" * (20 << 20))
+    except OSError:
+        pass
+exec(answer)
+"""
+
+SHM_CONSUMER = f"""import os
+
+for where in ("/dev/shm", "/tmp", "/var/tmp"):
+    path = os.path.join(where, "{MARK}-answer.py")
+    if os.path.exists(path):
+        exec(open(path).read())
+"""
+
+# Four children that each hold 250 MB at the same time (each within the per-process limit, all
+# together over the 1 GiB limit of the whole job); the answer is defined only if they managed.
+FORK_MEMORY = """import os, time
+
+reports = []
+for _ in range(4):
+    r, w = os.pipe()
+    if os.fork() == 0:
+        os.close(r)
+        block = bytearray(250 << 20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        os.write(w, b"ok")
+        time.sleep(30)
+        os._exit(0)
+    os.close(w)
+    reports.append(r)
+held = all(os.read(r, 2) == b"ok" for r in reports)
+if held:
+    def predict_iterations(kappa, tol):
+        import math
+        return math.ceil(math.log(tol) / math.log((kappa - 1) / (kappa + 1)))
+"""
+
+DISK_FILL = """import os
+
+written = 0
+chunk = b"x" * (1 << 20)
+try:
+    for n in range(64):
+        with open(f"/tmp/fill-{n}", "wb") as f:
+            for _ in range(16):
+                written += f.write(chunk)
+except OSError:
+    pass
+if written >= 1 << 30:
+    def largest_stable_lr(A):
+        return float(2 / torch.linalg.eigvalsh(A).max())
+"""
+
+MANY_FILES = """import os
+
+os.makedirs("/tmp/many", exist_ok=True)
+for i in range(150_000):
+    open(f"/tmp/many/{i}", "w").close()
 
 
 def gd_step(theta, grad, lr):
@@ -211,140 +389,245 @@ def released(tmp_path_factory):
     return out, student, solution
 
 
+def _honest(student: dict, sol: list[str]) -> dict[str, dict | bytes]:
+    """Notebooks whose grader.check passes in Jupyter, in the shapes issue 15 found mis-graded."""
+    numpy_in_q1 = with_answers(student, ["import numpy as np\n\n" + sol[0],
+                                         "def largest_stable_lr(A):\n"
+                                         "    return float(2 / np.max(np.linalg.eigvalsh(A.numpy())))\n",
+                                         sol[2]])  # fmt: skip
+    timed = with_answers(student, ["%%time\n" + sol[0] + "\n%time x = 1\n", sol[1], sol[2]])
+    no_tags = with_answers(student, sol)
+    for cell in no_tags["cells"]:
+        cell.get("metadata", {}).pop("tags", None)
+    no_tags["cells"].insert(1, code_cell("!pip install -q otter-grader\n%pip install numpy"))
+    trailing = with_answers(student, [sol[0] + '\ngrader.check("q1")\n', sol[1], sol[2]])
+    bom = b"\xef\xbb\xbf" + json.dumps(with_answers(student, sol)).encode()
+    return {"y1_numpy_imported_in_q1": numpy_in_q1, "y2_time_magics": timed,
+            "y3_no_tags_and_pip": no_tags, "y4_trailing_check": trailing,
+            "y5_bom": bom}  # fmt: skip
+
+
+def _combined(folder: Path, zip_path: Path, secret: Path, venv_site: Path, sol: list[str]):
+    """Attacks that change nothing when they fail, in one notebook: daemons, tampering with the
+    submissions and the master, a 3000-deep tree, reading secrets, planting a .pth, leaving an
+    answer in /dev/shm and /tmp, signalling the parent (the sandbox's init)."""
+    q1 = "\n".join([DAEMON, _tamper(folder), DEEP_DIRS, SHM_PRODUCER,
+                     _leaks(folder, zip_path, secret, venv_site)])  # fmt: skip
+    return [q1, KILL_PARENT + "\n" + sol[1], sol[2]]
+
+
 @pytest.fixture(scope="module")
 def graded(released, tmp_path_factory):
     """Grade one folder of crafted submissions with the CLI; return rows, log and evidence."""
+    require_bwrap()
     out, student, solution = released
     folder = tmp_path_factory.mktemp("submissions")
     private = tmp_path_factory.mktemp("private")
     os.chmod(private, 0o700)
+    secret = private / "secret.txt"
+    secret.write_text("instructor's secret")
+    os.chmod(secret, 0o600)
     marker = private / "unpickled"
-    sol = [_source(c) for c in _tagged(solution, "otter_assign_solution_cell")]
-    subs = {
+    (zip_path,) = (out / "autograder").glob("*.zip")
+    venv_site = Path(next(p for p in sys.path if p.endswith("site-packages")))
+    sol = solutions(solution)
+    never_run = json.loads(json.dumps(student))
+    answers = tagged(never_run, "otter_answer_cell")
+    never_run["cells"] = [c for c in never_run["cells"] if not any(c is a for a in answers)]
+    honest = _honest(student, sol)
+    subs: dict[str | bytes, dict | bytes | str] = {
         "a_solution": solution,
-        "b_blank": student,
-        "c_forged_outputs": _forge_outputs(student),
-        "d_monkeypatch_checks": _with_answers(student, [MONKEYPATCH, None, None]),
-        "d_swap_probe_code": _with_answers(student, [SWAP_PROBE_CODE, None, None]),
-        "e_patch_grader_and_exit": _with_answers(student, [PATCH_GRADER, EXITS, RAISE_INTERRUPT]),
-        "f_infinite_loop_q2": _with_answers(student, [sol[0], LOOP, sol[2]]),
-        "g_hang_in_function_q3": _with_answers(student, [sol[0], sol[1], HANG_IN_FUNCTION]),
-        "h_pickle_payload": _with_answers(student, [_pickle_payload(marker), None, None]),
-        "j_kill_server_q1": _with_answers(student, [KILL_SERVER, sol[1], sol[2]]),
-        "k_daemon": _with_answers(student, [DAEMON, sol[1], sol[2]]),
+        "a0_fork_killer": with_answers(student, [FORK_KILLER, sol[1], sol[2]]),
+        "b_blank_forged_outputs": _forge_outputs(student),
+        "d_patch_checks_and_grader": with_answers(student, [MONKEYPATCH, EXITS, RAISE_INTERRUPT]),
+        "d_patch_grader_and_exit": with_answers(student, [PATCH_GRADER_AND_EXIT, None, None]),
+        "f_loop_q2_hang_q3": with_answers(student, [sol[0], LOOP, HANG_IN_FUNCTION]),
+        "h_pickle_q1_surrogate_q2": with_answers(student, [_pickle_payload(marker),
+                                                           SURROGATE_ERROR, sol[2]]),  # fmt: skip
+        "k_harmless_attacks": with_answers(student, _combined(folder, zip_path, secret,
+                                                              venv_site, sol)),  # fmt: skip
+        "l_not_a_notebook": "{ this is not json",
+        "m_universal_cheat": insert_after_setup(student, UNIVERSAL_CHEAT),
+        "m_universal_cheat_then_solutions": insert_after_setup(solution, UNIVERSAL_CHEAT),
+        "o_deep_json": "[" * 200_000,
+        "u_shm_consumer": with_answers(student, [SHM_CONSUMER, sol[1], sol[2]]),
+        "v_limits": with_answers(student, [MANY_FILES, DISK_FILL, FORK_MEMORY]),
+        "dl_delegating": with_answers(student, DELEGATING),
+        "nr_never_run": never_run,
+        "y2_time_magics": honest["y2_time_magics"],
+        "y3_no_tags_and_pip": honest["y3_no_tags_and_pip"],
+        "=HYPERLINK(\"http-evil\")": honest["y1_numpy_imported_in_q1"],
+        b"y4_trailing_check_\xff": honest["y4_trailing_check"],
+        "\x1b[31my5_bom\x1b[0m": honest["y5_bom"],
     }
-    if IS_ROOT:  # as the same user (fallback mode) a submission could really write them
-        subs["i_tamper_files"] = _with_answers(student, [_tamper(folder), sol[1], sol[2]])
     for name, nb in subs.items():
-        (folder / f"{name}.ipynb").write_text(json.dumps(nb))
-    (folder / "l_not_a_notebook.ipynb").write_text("{ this is not json")
-    before = {
-        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-        for p in folder.iterdir()
-    }
+        write(folder, name, nb)
+    os.symlink(out / "autograder" / f"{NAME}.ipynb", folder / "z_symlink.ipynb")
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in folder.iterdir() if not p.is_symlink()}  # fmt: skip
     master_before = hashlib.sha256(MASTER.read_bytes()).hexdigest()
+    host_tmp_before = set(os.listdir("/tmp")) | set(os.listdir("/dev/shm"))
     csv_path = tmp_path_factory.mktemp("out") / "grades.csv"
-    cmd = [sys.executable, "-m", "optlib.course.grading", "grade", str(MASTER), str(folder),
-           str(csv_path), "--timeout", "8", "--cell-timeout", "3"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = grade(folder, csv_path, "--timeout", "15", "--cell-timeout", "3", "--memory-mb",
+                 "1024", "--disk-mb", "32", "--jobs", "2")  # fmt: skip
+    csv_path.with_suffix(".log").write_text(done.stdout + done.stderr)  # for a human look
     assert done.returncode == 0, done.stderr[-3000:]
-    with open(csv_path, newline="") as f:
-        rows = {r["file"].removesuffix(".ipynb"): r for r in csv.DictReader(f)}
-    after = {
-        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-        for p in folder.iterdir()
-    }
-    leftovers = subprocess.run(["pgrep", "-f", f"sleep {SLEEP_MARK}"], capture_output=True,
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in folder.iterdir() if not p.is_symlink()}  # fmt: skip
+    leftovers = subprocess.run(["pgrep", "-f", f"{MARK}|sleep 317"], capture_output=True,
                                text=True).stdout.split()  # fmt: skip
+    host_new = (set(os.listdir("/tmp")) | set(os.listdir("/dev/shm"))) - host_tmp_before
     return {
-        "rows": rows,
+        "rows": rows(csv_path),
         "log": done.stdout,
-        "csv": csv_path.read_text(),
+        "csv": csv_path.read_bytes(),
         "unchanged": before == after,
         "master_unchanged": master_before == hashlib.sha256(MASTER.read_bytes()).hexdigest(),
         "marker": marker.exists(),
+        "pth": (venv_site / (MARK + ".pth")).exists(),
         "leftovers": leftovers,
+        "host_new": sorted(n for n in host_new if MARK in n or n.startswith("optlib-grade")),
         "n": len(subs) + 1,
     }
 
 
-def _scores(row: dict) -> tuple[float, float, float, float]:
-    return tuple(float(row[k]) for k in ("q1", "q2", "q3", "total"))
+HONEST = ("a_solution", "y2_time_magics", "y3_no_tags_and_pip", "'=HYPERLINK(\"http-evil\")",
+          "y4_trailing_check_\\xff", "y5_bom")  # fmt: skip
 
 
 def test_csv_has_one_row_per_submission_and_the_right_columns(graded):
-    header = graded["csv"].splitlines()[0]
-    assert header == "file,q1,q2,q3,q4,total,notes"
+    text = graded["csv"].decode("utf-8")  # valid UTF-8 whatever the submissions did
+    assert text.splitlines()[0] == "file,q1,q2,q3,q4,total,notes"
     assert len(graded["rows"]) == graded["n"]
     assert all(r["q4"] == "" for r in graded["rows"].values())  # manual question
 
 
-def test_progress_line_per_submission(graded):
+def test_progress_line_per_submission_with_an_estimate(graded):
     lines = [ln for ln in graded["log"].splitlines() if ln.startswith("[")]
     assert len(lines) == graded["n"]
     assert lines[-1].startswith(f"[{graded['n']}/{graded['n']}]")
+    assert "left" in lines[0] and "s per file" in lines[0]
+    assert "\x1b" not in graded["log"]  # no escape sequence from a file name reaches a terminal
 
 
 def test_round_trip_solution_full_marks_blank_zero(graded):
-    assert _scores(graded["rows"]["a_solution"]) == (2, 2, 2, 6)
-    assert _scores(graded["rows"]["b_blank"]) == (0, 0, 0, 0)
-    assert "returned None" in graded["rows"]["b_blank"]["notes"]
+    assert scores(graded["rows"]["a_solution"]) == (2, 2, 2, 6)
+    row = graded["rows"]["b_blank_forged_outputs"]  # stored outputs claim full marks
+    assert scores(row) == (0, 0, 0, 0) and "returned None" in row["notes"]
 
 
-def test_forged_outputs_get_nothing(graded):
-    assert _scores(graded["rows"]["c_forged_outputs"]) == (0, 0, 0, 0)
+def test_patching_the_checks_or_the_grader_gains_nothing(graded):
+    for name in ("d_patch_checks_and_grader", "d_patch_grader_and_exit"):
+        row = graded["rows"][name]
+        assert scores(row) == (0, 0, 0, 0), name
+        assert "No module named 'optlib.course" in row["notes"]  # not even visible
 
 
-def test_monkeypatching_the_checks_gains_nothing(graded):
-    assert _scores(graded["rows"]["d_monkeypatch_checks"]) == (0, 0, 0, 0)
-    row = graded["rows"]["d_swap_probe_code"]  # rewrites the probes' code objects in place
-    assert _scores(row) == (0, 0, 0, 0)
-    assert "modified the checks or the grader" in row["notes"]
-    assert "review: " in row["notes"] and "rewrites code" in row["notes"]
+def test_a_set_up_cell_for_every_exercise_scores_nothing(graded):
+    """Issue 15's first attack: no inputs in any frame, no result file to forge, a forged reply
+    ends its own job, and leaving early ends nothing but its own process. Its own answers, if
+    any, still count: it gains nothing and costs only the question in whose region it ran."""
+    assert scores(graded["rows"]["m_universal_cheat"]) == (0, 0, 0, 0)
+    row = graded["rows"]["m_universal_cheat_then_solutions"]  # its forged reply is caught
+    assert scores(row) == (0, 2, 2, 4) and "does not answer the request" in row["notes"]
 
 
-def test_patching_the_grader_forging_results_and_exiting_gain_nothing(graded):
-    row = graded["rows"]["e_patch_grader_and_exit"]
-    assert _scores(row) == (0, 0, 0, 0)
+def test_an_infinite_loop_or_a_hang_costs_that_question_only(graded):
+    row = graded["rows"]["f_loop_q2_hang_q3"]
+    assert scores(row) == (2, 0, 0, 2)
+    q2, q3 = row["notes"].split(" | q3: ")
+    assert "timeout" in q2 and "Timeout" in q3
 
 
-def test_an_infinite_loop_costs_that_question_only(graded):
-    row = graded["rows"]["f_infinite_loop_q2"]
-    assert _scores(row) == (2, 0, 2, 4)
-    assert "timeout" in row["notes"]
-    row = graded["rows"]["g_hang_in_function_q3"]
-    assert _scores(row) == (2, 2, 0, 4)
-    assert "Timeout" in row["notes"]
-
-
-def test_grader_never_unpickles(graded):
-    assert _scores(graded["rows"]["h_pickle_payload"])[0] == 0
+def test_grader_never_unpickles_and_odd_text_stays_in_its_row(graded):
+    row = graded["rows"]["h_pickle_q1_surrogate_q2"]
+    assert scores(row) == (0, 0, 2, 2)
+    assert "returned a Payload" in row["notes"] and "\\udc80=1+1" in row["notes"]
     assert not graded["marker"]
 
 
-def test_submission_files_are_never_modified(graded):
-    assert graded["unchanged"]
-    assert graded["master_unchanged"]
-    if IS_ROOT:  # the tampering submission ran, failed to write, and scores what it answered
-        assert _scores(graded["rows"]["i_tamper_files"]) == (2, 2, 2, 6)
-        assert "unprivileged user 65534" in graded["log"]
+def test_submissions_the_master_and_the_venv_are_never_modified_or_read(graded):
+    """One notebook: daemons, tampering, a 3000-deep tree, reading the grader's process, the
+    submissions, the master, the autograder zip, _build/, a private file and the checks,
+    writing a .pth into the venv, an answer left in /dev/shm, SIGKILL to its parent. Its own
+    answers are right: it scores full marks only if none of that worked."""
+    row = graded["rows"]["k_harmless_attacks"]
+    assert scores(row) == (2, 2, 2, 6), row["notes"]
+    assert graded["unchanged"] and graded["master_unchanged"] and not graded["pth"]
+    if IS_ROOT:
+        assert "sandbox as user 65534" in graded["log"]
 
 
-def test_killing_the_sandbox_costs_that_question_only(graded):
-    row = graded["rows"]["j_kill_server_q1"]
-    assert _scores(row) == (0, 2, 2, 4)
-    assert "sandbox server was killed" in row["notes"]
-
-
-def test_no_process_outlives_its_question(graded):
-    assert _scores(graded["rows"]["k_daemon"]) == (2, 2, 2, 6)
+def test_nothing_the_jobs_started_or_wrote_outlives_them(graded):
     assert graded["leftovers"] == []
+    assert graded["host_new"] == []
 
 
-def test_unreadable_notebook_is_reported(graded):
-    row = graded["rows"]["l_not_a_notebook"]
-    assert _scores(row) == (0, 0, 0, 0)
-    assert "unreadable notebook" in row["notes"]
+def test_tmp_and_shm_are_private_to_each_job(graded):
+    row = graded["rows"]["u_shm_consumer"]  # finds nothing k_harmless_attacks left
+    assert scores(row) == (0, 2, 2, 4)
+
+
+def test_one_job_cannot_damage_the_others(graded):
+    """The fork-chain killer is graded first, beside the others: every honest row still gets
+    full marks, none says timeout or crashed."""
+    assert scores(graded["rows"]["a0_fork_killer"])[0] == 0
+    for name in HONEST:
+        row = graded["rows"][name]
+        assert scores(row) == (2, 2, 2, 6), (name, row["notes"])
+
+
+def test_limits_hold_for_the_whole_job(graded):
+    """150 000 files in /tmp (q1), 1 GiB into a 32 MiB /tmp (q2), four children holding 250 MB
+    each under 1 GiB for the job (q3): each answer is defined only if the attack succeeded."""
+    row = graded["rows"]["v_limits"]
+    assert scores(row) == (0, 0, 0, 0), row["notes"]
+    assert "files" in row["notes"].split(" | q2: ")[0]
+
+
+def test_one_bad_file_costs_one_row(graded):
+    r = graded["rows"]
+    assert "unreadable notebook" in r["l_not_a_notebook"]["notes"]
+    assert "nested too deeply" in r["o_deep_json"]["notes"]
+
+
+def test_names_and_notes_are_safe_in_a_spreadsheet_and_a_terminal(graded):
+    r = graded["rows"]
+    assert "'=HYPERLINK(\"http-evil\")" in r  # neutralised
+    assert "y4_trailing_check_\\xff" in r  # invalid UTF-8 escaped
+    assert "y5_bom" in r  # escape sequences gone
+    for row in r.values():
+        for cell in row.values():
+            assert cell[:1] not in ("=", "+", "-", "@") and "\x1b" not in cell
+
+
+def test_links_are_skipped_with_a_note(graded):
+    row = graded["rows"]["z_symlink"]
+    assert scores(row) == (0, 0, 0, 0) and "symbolic link" in row["notes"]
+
+
+def test_honest_notebooks_score_full_marks(graded):
+    """Issue 15's four mis-graded notebooks (numpy imported in q1's cell and used in q2, %%time
+    on an answer cell, tags stripped plus !pip, a trailing grader.check) and a BOM."""
+    for name in HONEST:
+        row = graded["rows"][name]
+        assert scores(row) == (2, 2, 2, 6), (name, row["notes"])
+    assert "pip" in graded["rows"]["y3_no_tags_and_pip"]["notes"]  # skipped, with a note
+
+
+def test_delegating_answers_score_nothing_with_the_reason(graded):
+    row = graded["rows"]["dl_delegating"]
+    assert scores(row) == (0, 0, 0, 0)
+    notes = row["notes"]
+    assert notes.count("scores nothing") == 3
+    assert "optlib.SGD" in notes and "stable_lr_limit" in notes and "torch.optim.SGD" in notes
+
+
+def test_answers_never_run_say_which_cell_to_run(graded):
+    notes = graded["rows"]["nr_never_run"]["notes"]
+    for name in ("gd_step", "largest_stable_lr", "predict_iterations"):
+        assert f"run the cell that defines `{name}`" in notes
+    assert "NoneType" not in notes
 
 
 def test_hidden_tests_never_appear_in_the_student_release(released):
@@ -357,15 +640,15 @@ def test_hidden_tests_never_appear_in_the_student_release(released):
         assert f"seed={t.options['seed']}" not in text
     assert "BEGIN SOLUTION" not in text and "Model answer" not in text
     assert "eigvalsh" not in text  # the q2 solution
-    # ... while the autograder version keeps them
     auto = (out / "autograder" / f"{NAME}.ipynb").read_text()
     assert all(f"seed={t.options['seed']}" in auto for t in hidden)
 
 
 def test_student_release_carries_its_public_tests(released):
     _, student, _ = released
-    init = _source(student["cells"][0])
+    init = source(student["cells"][0])
     assert "checks.gd_step(gd_step)" in init and "otter.Notebook(tests_dir=" in init
+    assert tagged(student, "otter_answer_cell")
 
 
 def _otter_run(autograder_zip: Path, notebook: dict, workdir: Path) -> dict[str, float]:
@@ -386,54 +669,27 @@ def test_otter_round_trip_solution_full_marks_blank_zero(released, tmp_path):
     out, student, solution = released
     (autograder_zip,) = (out / "autograder").glob("*.zip")
     assert _otter_run(autograder_zip, solution, tmp_path / "solution") == {
-        "q1": 2.0,
-        "q2": 2.0,
-        "q3": 2.0,
-    }
+        "q1": 2.0, "q2": 2.0, "q3": 2.0,
+    }  # fmt: skip
     assert _otter_run(autograder_zip, student, tmp_path / "blank") == {
-        "q1": 0.0,
-        "q2": 0.0,
-        "q3": 0.0,
-    }
+        "q1": 0.0, "q2": 0.0, "q3": 0.0,
+    }  # fmt: skip
 
 
-def test_fallback_mode_as_the_current_user(released, tmp_path):
-    """Without the user switch (not root, or --user current) honest notebooks grade the same."""
+def test_resume_grades_only_what_is_missing_with_the_same_inputs(released, tmp_path):
+    require_bwrap()
     _, student, solution = released
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "solution.ipynb").write_text(json.dumps(solution))
-    (tmp_path / "in" / "blank.ipynb").write_text(json.dumps(student))
-    cmd = [sys.executable, "-m", "optlib.course.grading", "grade", NAME, str(tmp_path / "in"),
-           str(tmp_path / "g.csv"), "--user", "current", "--timeout", "30"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "current user (fallback)" in done.stdout
-    with open(tmp_path / "g.csv", newline="") as f:
-        rows = {r["file"]: r["total"] for r in csv.DictReader(f)}
-    assert rows == {"blank.ipynb": "0", "solution.ipynb": "6"}
-
-
-def test_fingerprint_covers_every_module_that_defines_a_check():
-    """Patching a probe in a chapter's check module (not only optlib.course.checks) is detected."""
-    import sys
-
-    from optlib.course import checks
-    from optlib.course.grading import child
-
-    owners = {check.probe.__module__ for check in checks.CHECKS.values()} - {"optlib.course.checks"}
-    assert owners, "expected chapter check modules besides optlib.course.checks"
-    for owner in sorted(owners):
-        mod = sys.modules[owner]
-        name, fn = next(
-            (n, f)
-            for n, f in vars(mod).items()
-            if callable(f) and getattr(f, "__module__", None) == owner and hasattr(f, "__code__")
-        )
-        before = child.fingerprint()
-        original = fn.__code__
-        try:
-            fn.__code__ = (lambda *a, **k: None).__code__
-            assert child.fingerprint() != before, f"patching {owner}.{name} went unnoticed"
-        finally:
-            fn.__code__ = original
-        assert child.fingerprint() == before
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(folder, "a", solution)
+    out = tmp_path / "g.csv"
+    assert grade(folder, out, "--timeout", "30").returncode == 0
+    again = grade(folder, out, "--timeout", "30")
+    assert again.returncode != 0 and "--resume" in again.stderr  # never overwritten silently
+    write(folder, "b", student)
+    seed_before = json.loads((tmp_path / "g.csv.run.json").read_text())["seed"]
+    done = grade(folder, out, "--timeout", "30", "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 already graded" in done.stdout and "[1/1] b.ipynb" in done.stdout
+    assert {k: r["total"] for k, r in rows(out).items()} == {"a": "6", "b": "0"}
+    assert json.loads((tmp_path / "g.csv.run.json").read_text())["seed"] == seed_before

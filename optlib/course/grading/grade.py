@@ -140,6 +140,7 @@ class _Runner:
         """The current learner process, or a fresh one that has re-run the cells so far
         (with its own time limit, so a re-run does not eat the question's time)."""
         if self.job is None:
+            started = time.monotonic()
             self.job = self.isolation.start(self.limits.cell_timeout_s, self.forbidden)
             replay = [p for p in self.history if p not in self.bad]
             if replay:
@@ -148,6 +149,8 @@ class _Runner:
                 )
                 for pos in replay:
                     self._run_cell(pos, record=False)
+            # starting a process and re-running earlier cells is not the question's time
+            self.question_end = min(self.end, self.question_end + time.monotonic() - started)
         self.job.connection.deadline = min(self.end, self.question_end)
         return self.job
 
@@ -240,6 +243,7 @@ class _Runner:
         conn = self._job().connection
         share = q.points / len(tests)
         points, notes = 0.0, []
+        hung: set[str] = set()  # targets whose call timed out: not called again
         for test in tests:
             check, target = CHECKS[test.call.check], test.call.target
             names = list(DELEGATION[test.call.check].names) if test.call.check in DELEGATION else []
@@ -252,7 +256,7 @@ class _Runner:
                 notes.append(f"{what} failed: {message}")
                 continue
             got_cases: list[Any] = []
-            timed_out = None
+            timed_out = "Timeout: skipped after an earlier call timed out" if target in hung else None
             for case in test.cases:
                 if timed_out is not None or conn.delegated:
                     got_cases.append({"error": timed_out or "not run"})
@@ -260,6 +264,7 @@ class _Runner:
                 got = run_probe(check, answer, case)
                 if isinstance(got, dict) and str(got.get("error", "")).startswith("Timeout"):
                     timed_out = "Timeout: skipped after an earlier call timed out"
+                    hung.add(target)
                 got_cases.append(got)
             delegated = conn.delegated | static_delegation(sources, target, names)
             if delegated:

@@ -303,6 +303,8 @@ class Connection:
         self.check: str | None = None  # whose delegation watch applies to calls
         self.delegated: set[str] = set()
         self._counter = 0
+        self._seq = 0
+        self._outstanding: list[int] = []
         self._mirror_refs: dict[str, Callable[[], Any]] = {}
         self._mirror_ids: dict[int, str] = {}
         self._snapshots: dict[str, Any] = {}
@@ -315,6 +317,8 @@ class Connection:
     # ------------------------------------------------------------------ requests
     def request(self, msg: dict, timeout: float | None = None) -> Any:
         """Send ``msg`` (its values already encoded) and return the reply's decoded value."""
+        self._seq += 1
+        msg["seq"] = self._seq
         msg["new"], self._new = self._new, []
         msg["drop"], self._drop = self._drop, []
         msg["sync"] = self._sync_out()
@@ -325,7 +329,13 @@ class Connection:
             if left <= 0:
                 raise SandboxFailure("timeout", "the question's time limit was reached")
             timeout = left if timeout is None else min(timeout, left)
-        reply = self.transport.request(msg, self._serve_callback, timeout)
+        self._outstanding.append(msg["seq"])
+        try:
+            reply = self.transport.request(msg, self._serve_callback, timeout)
+        finally:
+            self._outstanding.pop()
+        if reply.get("seq") != msg["seq"]:
+            raise SandboxFailure("malformed", "a reply that does not answer the request")
         try:
             self._receive(reply)
             if reply.get("op") == "raise":
@@ -397,6 +407,8 @@ class Connection:
         try:
             if msg.get("op") != "callback":
                 raise WireError("unexpected request")
+            if not self._outstanding or msg.get("seq") != self._outstanding[-1]:
+                raise WireError("a call back that belongs to no request")
             self._receive(msg)
             fn = self._callbacks.get(str(msg.get("id")))
             if fn is None:

@@ -525,10 +525,22 @@ class Server:
         self._deadline: float | None = None  # alarm's end while paused in a callback
         self._in_learner = False
         self.last_exception: BaseException | None = None
+        self.pid = os.getpid()
+        self._serving: list[Any] = []  # seq of the requests being served (nested by callbacks)
 
     # ------------------------------------------------------------------ requests
     def handle(self, msg: dict) -> dict:
-        """Serve one request and return its reply (mirrors' changes attached)."""
+        """Serve one request and return its reply (mirrors' changes attached; ``seq`` echoed, so
+        that the trusted side can tell a reply from a forgery written by the learner's code)."""
+        self._serving.append(msg.get("seq"))
+        try:
+            reply = self._dispatch(msg)
+        finally:
+            self._serving.pop()
+        reply["seq"] = msg.get("seq")
+        return reply
+
+    def _dispatch(self, msg: dict) -> dict:
         op = msg.get("op")
         self._receive_common(msg)
         try:
@@ -614,6 +626,8 @@ class Server:
                 raise  # KeyboardInterrupt in the learner's kernel stops the check
             raise LearnerRaised(describe_exception(err), err) from None
         finally:
+            if self.sandboxed and os.getpid() != self.pid:
+                os._exit(0)  # a process the learner's code forked: it must not answer too
             sys.setprofile(previous_profile)
             self._watch_of = None
             self._disarm()
@@ -722,6 +736,7 @@ class Server:
             "kwargs": {str(k): self._encode(v) for k, v in kwargs.items()},
         }
         msg["sync"] = self._sync_out()
+        msg["seq"] = self._serving[-1] if self._serving else None
         left = signal.setitimer(signal.ITIMER_REAL, 0)[0] if self.sandboxed else 0.0
         watch, profile = self._watch_of, sys.getprofile()
         self._watch_of, self._in_learner = None, False

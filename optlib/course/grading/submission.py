@@ -192,10 +192,20 @@ def _prepare_cell(index: int, raw: str) -> Cell | None:
                 cell.checks.append(q)
             body = _magic_body(stmt)
             if body is not None:
-                pending.append(to_python(body))
+                python = to_python(body)  # IPython runs a %%time body through the same steps
+                pending.append(python)
+                if first and stmt.lineno == stmt.end_lineno:
+                    call = stmt.value  # type: ignore[attr-defined]
+                    magic = call.args[0].value
+                    lines[stmt.lineno - 1] = (
+                        f"get_ipython().run_cell_magic({magic!r}, '', {python!r})"
+                    )
             if first and _otter_only(stmt):
                 blank.append((stmt.lineno, stmt.end_lineno or stmt.lineno))
         first = False
+    source = "\n".join(lines)
+    cell.source = source
+    cell.bodies[0] = source
     if blank:
         for start, end in blank:
             shared = any(
