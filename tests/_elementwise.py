@@ -44,7 +44,9 @@ def assert_foreach_agrees(cls, kw, *, shapes=SHAPES, seed=0, steps=15):
     loss_fn = loss_for(kw.get("maximize", False))
     a = run(lambda ps: cls(ps, foreach=True, **kw), clone_params(p0), steps, loss_fn)
     b = run(lambda ps: cls(ps, foreach=False, **kw), clone_params(p0), steps, loss_fn)
-    assert_close_lists(a, b, rtol=1e-14, atol=1e-15)
+    # the same arithmetic through torch._foreach kernels: identical or an ulp apart per step,
+    # 15 steps: rtol 1e-14 (45 ulps), and 45 ulps of the scale for entries near 0
+    assert_close_lists(a, b, rtol=1e-14)
 
 
 def two_groups(params, group_kw):
@@ -100,7 +102,9 @@ def assert_state_dict_interop(ours, ref, kw, *, before=4, after=8):
             for key in sa[i]:
                 assert sb[i][key].dtype == sa[i][key].dtype, key
                 assert sb[i][key].shape == sa[i][key].shape, key
-                torch.testing.assert_close(sb[i][key], sa[i][key], rtol=1e-12, atol=1e-14)
+                # the state after the same 12 steps: as for the parameters (_parity)
+                tol = 1e-12 * float(sa[i][key].abs().max())
+                torch.testing.assert_close(sb[i][key], sa[i][key], rtol=1e-12, atol=tol)
 
 
 def assert_same_fresh_state(ours, ref, kw):
