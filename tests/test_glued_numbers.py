@@ -227,29 +227,6 @@ KNOWN_OFFENDERS: dict[str, dict[str, tuple[str, ...]]] = {
         "sgd-fair-comparison-with-gd": ("60",),
         "sgd-gradient-noise-scale": ("25",),
     },
-    "exercises/grill/03_momentum_and_nesterov.yml": {
-        "mom-always-faster": ("0.818", "0.949"),
-        "mom-larger-beta-better": ("0.524", "0.988", "44", "459", "99%"),
-        "mom-larger-lr": ("0.2",),
-        "mom-optimal-quadratic": ("3.7%",),
-        "mom-sqrt-kappa": ("0.528", "078", "1003", "298", "69", "6908"),
-        "mom-zigzag-geometric-series": ("1.4%", "60"),
-        "mom-nesterov-always-better": ("0.9387", "0.9635", "1.345", "477", "641"),
-        "mom-cold-start-bias": ("0.0058", "0.370", "44", "459", "99%"),
-        "mom-memory": ("2410",),
-    },
-    "exercises/grill/04_adagrad_and_rmsprop.yml": {
-        "ada-no-lr-tuning": ("0.331", "0.370", "0.450", "0.459", "0.478"),
-        "ada-decay-always-bug": ("0.009", "0.491", "800"),
-        "ada-diagonal-fixes-any-conditioning": ("0.9608", "0.9741", "50", "9.9", "953"),
-        "ada-eps-numerical-detail": ("152", "23 000"),
-        "ada-sparse-features": ("101%", "22%", "28%", "5.5", "50", "72%"),
-        "ada-effective-lr-constant-gradient": ("3.15e-4", "3.16e-4"),
-        "ada-rmsprop-vs-adagrad": ("807",),
-        "ada-centred-rmsprop": ("0.049", "0.050", "0.111", "0.499", "8.2"),
-        "ada-preconditioned-hessian": ("0.7628", "0.9741"),
-        "ada-memory-cost": ("0.0004", "1.0004", "2.0004"),
-    },
     "exercises/grill/05_adam_and_bias_correction.yml": {
         "adam-no-lr-tuning": ("0.0068", "1.02", "36"),
         "adam-bias-correction-detail": ("0.0083", "0.147", "1.26", "2.32", "3.16", "3.87", "6.57"),
@@ -314,7 +291,6 @@ KNOWN_OFFENDERS: dict[str, dict[str, tuple[str, ...]]] = {
 #: Chapters that glue with myst_nb.glue directly (no refusal of inf/nan). Shrinking likewise.
 KNOWN_DIRECT_MYST_NB_GLUE: set[str] = {
     "01_gradient_descent.ipynb",
-    "04_adagrad_and_rmsprop.ipynb",
     "05_adam_and_bias_correction.ipynb",
     "07_optimizers_as_preconditioners.ipynb",
 }
