@@ -218,20 +218,9 @@ class AdamWScheduleFree(Optimizer):
                 "before training steps and optimizer.eval() before evaluation"
             )
         loss = self._evaluate(closure)
-        for group in self.param_groups:
-            k = group["k"]
+        schedules = _advance_schedules(self.param_groups)
+        for group, (lr, c, c2) in zip(self.param_groups, schedules):
             beta1, beta2 = group["betas"]
-            warmup = group["warmup_steps"]
-            lr = scalar(group["lr"]) * ((k + 1) / warmup if k < warmup else 1.0)
-            c, group["lr_max"], group["weight_sum"] = schedule_free_weight(
-                k,
-                lr,
-                group["lr_max"],
-                group["weight_sum"],
-                r=group["r"],
-                weight_lr_power=group["weight_lr_power"],
-            )
-            group["scheduled_lr"] = lr
             params, grads = self._params_and_grads(group)
             for p in params:
                 state = self.state[p]
@@ -246,7 +235,7 @@ class AdamWScheduleFree(Optimizer):
                 lr=lr,
                 beta1=beta1,
                 beta2=beta2,
-                c2=1 - beta2 ** (k + 1),
+                c2=c2,
                 c=c,
                 eps=group["eps"],
                 weight_decay=group["weight_decay"],
@@ -256,5 +245,32 @@ class AdamWScheduleFree(Optimizer):
             else:
                 for y, g, z, v in zip(params, grads, zs, vs):
                     schedulefree_adamw_update(y, g, z, v, **hyper)
-            group["k"] = k + 1
         return loss
+
+
+@torch.compiler.disable(reason="the schedule's Python floats change every step")
+def _advance_schedules(groups: list[dict]) -> list[tuple[float, float, float]]:
+    """:func:`_advance_schedule` for every group. Under torch.compile this runs eagerly: the
+    floats then enter the compiled update as inputs, not as constants that would recompile it
+    at every step."""
+    return [_advance_schedule(group) for group in groups]
+
+
+def _advance_schedule(group: dict) -> tuple[float, float, float]:
+    r"""Advance ``group``'s schedule by one step (``k``, ``lr_max``, ``weight_sum``,
+    ``scheduled_lr``, Python numbers in the group as in the reference) and return the step's
+    :math:`\gamma_t`, :math:`c_{t+1}` and :math:`1-\beta_2^t`."""
+    k = group["k"]
+    warmup = group["warmup_steps"]
+    lr = scalar(group["lr"]) * ((k + 1) / warmup if k < warmup else 1.0)
+    c, group["lr_max"], group["weight_sum"] = schedule_free_weight(
+        k,
+        lr,
+        group["lr_max"],
+        group["weight_sum"],
+        r=group["r"],
+        weight_lr_power=group["weight_lr_power"],
+    )
+    group["scheduled_lr"] = lr
+    group["k"] = k + 1
+    return lr, c, 1 - group["betas"][1] ** (k + 1)

@@ -133,7 +133,8 @@ def update_factors(factors: list[Tensor], G: Tensor, beta2: float) -> None:
         if beta2 == 1.0:
             F.add_(mode_gram(G, i))
         else:
-            F.mul_(beta2).add_(mode_gram(G, i), alpha=1 - beta2)
+            # scaled first: torch 2.13's inductor drops alpha in add(x, mm, alpha) (see soap.py)
+            F.mul_(beta2).add_(mode_gram(G, i).mul_(1 - beta2))
 
 
 def update_inverse_roots(blocks: list[tuple[dict, float]], *, epsilon: float) -> None:
@@ -425,7 +426,8 @@ class Shampoo(Optimizer):
                         graft_only=t < t0 and grafting is not None,
                         **hyper,
                     )
-                p.add_(U.reshape(p.shape).to(p.dtype), alpha=-scalar(group["lr"]))
+                lr = scalar(group["lr"])
+                p.sub_(U.reshape(p.shape).to(p.dtype).mul_(lr))  # not add_(alpha=): see soap.py
         return loss
 
     def load_state_dict(self, state_dict: dict) -> None:

@@ -227,18 +227,21 @@ def soap_update(
         state["step"] = 0
         state["m"] = torch.zeros_like(G)
         state["v"] = torch.zeros_like(G)
+        # F = lerp(0, G_(i) G_(i)^T, 1 - beta_s), written as the product it is: torch 2.13's
+        # inductor miscompiles a lerp from freshly made zeros into a matrix product (it drops
+        # the weight, as in the step below)
+        G_view = view.to(G)
         state["factors"] = [
-            torch.zeros(d, d, dtype=dtype, device=G.device) if keep else None
-            for d, keep in zip(view.view_shape, dims)
+            mode_gram(G_view, i).mul_(1 - shampoo_beta) if keep else None
+            for i, keep in enumerate(dims)
         ]
-        update_factors(state["factors"], view.to(G), shampoo_beta)
         state["Q"] = eigenbases(state["factors"])
         return
 
     m, v, factors, Q = state["m"], state["v"], state["factors"], state["Q"]
     G_rot = view.back(mode_product(view.to(G), Q))  # G' = Q_L^T G Q_R
     state["step"] = t = scalar_step(state["step"]) + 1
-    m.mul_(beta1).add_(G_rot, alpha=1 - beta1)
+    m.mul_(beta1).add_(G_rot.mul(1 - beta1))  # no alpha= on a product: see the step below
     v.mul_(beta2).add_(G_rot.square(), alpha=1 - beta2)
     step_size = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) if correct_bias else lr
     N = view.back(mode_product(view.to(m / (v.sqrt() + eps)), Q, transpose=True))
