@@ -116,7 +116,9 @@ def test_foreach_agrees_with_single_tensor():
     kw = dict(lr=0.01, weight_decay=0.1, warmup_steps=5)
     a = run(make_train(foreach=True, **kw), clone_params(p0), 30)
     b = run(make_train(foreach=False, **kw), clone_params(p0), 30)
-    assert_close_lists(a, b, rtol=1e-14, atol=1e-15)
+    # the same arithmetic through foreach kernels: an ulp at most per step over 30 steps, 45
+    # ulps allowed, relative to each tensor's scale (an entry near 0 is known to ulps of it)
+    assert_close_lists(a, b, rtol=1e-14)
 
 
 def test_defaults():

@@ -131,7 +131,9 @@ def test_sophiag_foreach_agrees_with_single_tensor():
         ps = clone_params(p0)
         opt = optlib.SophiaG(ps, lr=1e-2, betas=(0.9, 0.9), foreach=foreach)
         runs.append(run_steps(opt, ps, 20, sophiag_step(32)))
-    assert_close_lists(runs[0], runs[1], rtol=1e-14, atol=1e-15)
+    # the same arithmetic through foreach kernels: an ulp at most per step over 20 steps, 45
+    # ulps allowed, relative to each tensor's scale (an entry near 0 is known to ulps of it)
+    assert_close_lists(runs[0], runs[1], rtol=1e-14)
 
 
 def test_sophiag_defaults():
