@@ -72,11 +72,7 @@ def reader_texts() -> list[tuple[str, str, str]]:
 #: written (the chapter engineers write "a later chapter" instead, or the chapter lands). Only
 #: shrinks: a new reference fails, and so does an entry that is no longer needed.
 KNOWN_MISSING_CHAPTER_REFS: dict[str, tuple[int, ...]] = {
-    "chapters/04_adagrad_and_rmsprop.ipynb": (9, 10),
-    "chapters/05_adam_and_bias_correction.ipynb": (8,),
     "chapters/07_optimizers_as_preconditioners.ipynb": (10, 12),
-    "exercises/grill/04_adagrad_and_rmsprop.yml": (8,),
-    "exercises/grill/05_adam_and_bias_correction.yml": (8,),
 }
 
 
