@@ -64,3 +64,29 @@ def test_evaluate_is_the_chunked_mean():
 def test_unknown_workload():
     with pytest.raises(ValueError, match="Invalid workload"):
         workload("imagenet")
+
+
+def test_digits_subset_and_label_noise():
+    full = workload("digits_mlp")
+    small = workload("digits_mlp", n_train=200, label_noise=0.5)
+    assert small.data.X_train.shape == (200, 64) and torch.equal(
+        small.data.X_train, full.data.X_train[:200]
+    )
+    flipped = (small.data.y_train != full.data.y_train[:200]).double().mean().item()
+    assert 0.3 < flipped < 0.6  # half redrawn, a tenth of those land on the right class
+    assert torch.equal(small.data.X_test, full.data.X_test)
+    assert torch.equal(small.data.y_test, full.data.y_test)
+    again = workload("digits_mlp", n_train=200, label_noise=0.5)
+    assert torch.equal(again.data.y_train, small.data.y_train)
+    cnn = workload("digits_cnn", n_train=100)
+    assert cnn.data.X_train.shape == (100, 1, 8, 8)
+    with pytest.raises(ValueError, match="label_noise"):
+        workload("digits_mlp", label_noise=1.5)
+
+
+def test_sweep_reports_update_sizes_and_weight_sizes():
+    from optlib.experiments.stacked import sweep
+
+    r = sweep("moe", "Lion", [(1e-3, 0.0, 0), (1e-3, 10.0, 0)], steps=20, record_updates=True)
+    assert abs(r["update_rms"][0] - 1) < 0.05  # Lion: eta per coordinate (a few zero c)
+    assert r["weight_rms"][1] < r["weight_rms"][0]  # the decayed copy is smaller

@@ -36,7 +36,10 @@ from torch.func import functional_call, stack_module_state, vmap
 from .._seed import derive_seed
 from ..problems.workloads import Workload, workload
 
-__all__ = ["COUPLED", "ELEMENTWISE", "BatchStream", "StackedModels", "sweep", "train_stacked"]
+__all__ = [
+    "COUPLED", "ELEMENTWISE", "BatchStream", "StackedModels", "UpdateSize", "sweep",
+    "train_stacked",
+]  # fmt: skip
 
 # Optimizers whose step is not a set of independent per-tensor updates within a param group.
 COUPLED = ("LBFGS", "KFAC", "LAMB")
@@ -173,6 +176,30 @@ class BatchStream:
         return self.perm[i * self.batch_size : (i + 1) * self.batch_size]
 
 
+class UpdateSize:
+    r"""A ``callback`` for :func:`train_stacked` that records, after every step :math:`t`, the
+    root mean square of each copy's parameter change, :math:`\mathrm{RMS}(\theta_t -
+    \theta_{t-1})` over all of its parameters: ``rms[t-1, k]``."""
+
+    def __init__(self, stacked: StackedModels) -> None:
+        self.previous = [p.detach().clone() for p in stacked.tensors().values()]
+        self.per_copy = sum(p[0].numel() for p in self.previous)
+        self.history: list[np.ndarray] = []
+
+    def __call__(self, t: int, stacked: StackedModels) -> None:
+        total = torch.zeros(stacked.n_models, dtype=torch.float64)
+        for before, p in zip(self.previous, stacked.tensors().values()):
+            now = p.detach()
+            total += (now - before).double().pow(2).flatten(1).sum(1)
+            before.copy_(now)
+        self.history.append((total / self.per_copy).sqrt().numpy())
+
+    @property
+    def rms(self) -> np.ndarray:
+        """Shape ``(steps, K)``."""
+        return np.array(self.history)
+
+
 def _schedule(kind: str, steps: int, warmup: int) -> Callable[[int], float]:
     if kind not in ("constant", "cosine"):
         raise ValueError(f"Invalid schedule: {kind!r}; allowed are 'constant', 'cosine'")
@@ -306,6 +333,7 @@ def sweep(
     average_last: int = 20,
     eval_examples: int | None = None,
     eval_chunk: int = 512,
+    record_updates: bool = False,
 ) -> dict:
     r"""Train one copy of workload ``name`` per run ``(lr, weight_decay, seed)`` with
     ``getattr(optlib, optimizer)(…, lr=lr, weight_decay=weight_decay, **options)`` and report
@@ -313,13 +341,17 @@ def sweep(
 
     ``train_loss``: the mean batch loss over the last ``average_last`` steps; ``test_loss``: the
     loss on the held-out split after training (on ``eval_examples`` evenly spaced examples of
-    it, if given); ``diverged``; ``curve``: the batch losses every
+    it, if given); ``diverged``; ``weight_rms``: the root mean square of all of the run's
+    parameters after training; ``curve``: the batch losses every
     ``max(1, steps // 50)`` steps; ``seconds``: the wall time of the whole sweep. A diverged run
     has NaN losses. The model of run :math:`k` starts from ``make_model(seed_k)`` and sees the
     batches of ``seed_k``, as in a single run of :func:`optlib.experiments.train.run`. Runs
     with equal ``(lr, weight_decay)`` share one param group under an element-wise optimizer
     (:data:`ELEMENTWISE`), which makes the optimizer's step cheaper; others get one group per
-    run.
+    run. The optimizer runs its multi-tensor path (``foreach=True``) unless ``options`` says
+    otherwise. With ``record_updates``, ``update_rms`` holds each run's mean over the steps of
+    :math:`\mathrm{RMS}(\theta_t - \theta_{t-1}) / \eta_t` (:class:`UpdateSize`; :math:`\eta_t`
+    the scheduled learning rate), the step size in units of the learning rate.
     """
     import time
 
@@ -347,12 +379,13 @@ def sweep(
         groups.append({"params": stacked.views(k, stop if stop > k + 1 else None), "lr": lr,
                        "weight_decay": wd})  # fmt: skip
         k = stop
-    opt = cls(groups, **(options or {}))
+    opt = cls(groups, **{"foreach": True, **(options or {})})
     data = work.data
+    sizes = UpdateSize(stacked) if record_updates else None
     history = train_stacked(
         stacked, opt, data.X_train, data.y_train, work.loss_fn, steps=steps,
         batch_size=batch_size, seeds=[s for _, _, s in ordered], schedule=schedule,
-        warmup=warmup,
+        warmup=warmup, callback=sizes,
     )  # fmt: skip
     diverged = ~np.isfinite(history[-1])
     X_eval, y_eval = data.X_test, data.y_test
@@ -361,8 +394,21 @@ def sweep(
         X_eval, y_eval = X_eval[pick], y_eval[pick]
     test = stacked.evaluate(work.loss_fn, X_eval, y_eval, chunk=eval_chunk)
     test = np.where(diverged, np.nan, test)
+    tensors = list(stacked.stacked.values())
+    with torch.no_grad():
+        squares = sum(p.detach().double().pow(2).flatten(1).sum(1) for p in tensors)
+        weight_rms = (squares / sum(p[0].numel() for p in tensors)).sqrt().numpy()
     back = np.argsort(order)  # results in the order of ``runs``
     history, test, diverged = history[:, back], test[back], diverged[back]
+    weight_rms = np.where(diverged, np.nan, weight_rms[back])
+    extra = {}
+    if sizes is not None:
+        factor = _schedule(schedule, steps, warmup)
+        etas = np.array([[lr * factor(t) for lr, _, _ in ordered] for t in range(len(sizes.rms))])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = (sizes.rms / etas)[:, back]
+        relative[:, diverged] = np.nan
+        extra["update_rms"] = [float(v) for v in relative.mean(0)]
     tail = history[-min(average_last, steps + 1):]
     every = max(1, steps // 50)
 
@@ -374,7 +420,9 @@ def sweep(
         "train_loss": plain(np.where(diverged, np.nan, tail.mean(0))),
         "test_loss": plain(test),
         "diverged": [bool(d) for d in diverged],
+        "weight_rms": plain(weight_rms),
         "curve_steps": list(range(0, steps + 1, every)),
         "curve": [plain(history[t]) for t in range(0, steps + 1, every)],
         "seconds": time.perf_counter() - start,
+        **extra,
     }

@@ -7,6 +7,9 @@ name:
 
 * ``"digits_mlp"``: scikit-learn's 8×8 digits, a one-hidden-layer tanh MLP (64→32→10);
 * ``"digits_cnn"``: the same images, the small CNN of :mod:`optlib.problems.digits_cnn`;
+  both take ``n_train`` (use only the first training examples) and ``label_noise`` (replace
+  that fraction of the training labels by seeded random classes), so that regularisation
+  matters;
 * ``"char_lm"``: next-character prediction on the standard library's source with the tiny
   transformer (or ``arch="gru"``) of :mod:`optlib.problems.charlm`; its loss is in nats per
   character, :func:`~optlib.problems.charlm.bits_per_char` converts;
@@ -26,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._seed import derive_seed
 from .charlm import char_model, lm_loss, stdlib_corpus
 from .digits import Dataset, digits, mlp
 from .digits_cnn import cnn, digit_images
@@ -81,14 +85,31 @@ def evaluate(
     return total / n
 
 
-def _digits_mlp(data_seed: int = 0, n_hidden: int = 32, depth: int = 1, dtype=torch.float32):
-    data = digits(seed=data_seed, dtype=dtype)
+def _subset_and_noise(data: Dataset, n_train: int | None, label_noise: float,
+                      seed: int) -> Dataset:  # fmt: skip
+    """The first ``n_train`` training examples, a fraction ``label_noise`` of whose labels are
+    replaced by seeded random classes (the test set is untouched)."""
+    if not 0.0 <= label_noise <= 1.0:
+        raise ValueError(f"Invalid label_noise: {label_noise}; allowed range is [0, 1]")
+    X, y = data.X_train[:n_train], data.y_train[:n_train].clone()
+    if label_noise:
+        g = torch.Generator().manual_seed(derive_seed(seed + 1))
+        flip = torch.rand(len(y), generator=g) < label_noise
+        y[flip] = torch.randint(0, data.n_classes, (int(flip.sum()),), generator=g)
+    return Dataset(X, y, data.X_test, data.y_test)
+
+
+def _digits_mlp(data_seed: int = 0, n_hidden: int = 32, depth: int = 1, n_train: int | None = None,
+                label_noise: float = 0.0, dtype=torch.float32):  # fmt: skip
+    data = _subset_and_noise(digits(seed=data_seed, dtype=dtype), n_train, label_noise, data_seed)
     return data, lambda seed: mlp(data.n_features, n_hidden, data.n_classes, depth=depth,
                                   seed=seed, dtype=dtype)  # fmt: skip
 
 
-def _digits_cnn(data_seed: int = 0, channels: tuple[int, int] = (8, 16), dtype=torch.float32):
-    data = digit_images(seed=data_seed, dtype=dtype)
+def _digits_cnn(data_seed: int = 0, channels: tuple[int, int] = (8, 16), n_train: int | None = None,
+                label_noise: float = 0.0, dtype=torch.float32):  # fmt: skip
+    data = _subset_and_noise(digit_images(seed=data_seed, dtype=dtype), n_train, label_noise,
+                             data_seed)  # fmt: skip
     return data, lambda seed: cnn(channels=channels, seed=seed, dtype=dtype)
 
 
