@@ -142,7 +142,7 @@ def build_wheel(dest: Path, root: Path = ROOT) -> Path:
 
 
 _DOWNLOAD_LINK = re.compile(
-    r"""<a\b(?![^>]*\bdownload\b)([^>]*?\bhref=["']([^"'#?]+?\.(?:ipynb|whl))["'])"""
+    r"""<a\b(?![^>]*\sdownload[\s=>])([^>]*?\bhref=["']([^"'#?]+?\.(?:ipynb|whl))["'])"""
 )
 
 

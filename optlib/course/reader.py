@@ -247,13 +247,23 @@ def _includer(app: Any, docname: str) -> Callable[[str, dict[str, str]], str | N
 
 def _directive_maker(app: Any, docname: str) -> Callable[[str, str], str | None]:
     def make(name: str, arg: str) -> str | None:
-        if name == "chapter-exercises":
-            return _exercises_markdown(app, arg)
-        if name == "grill":
-            return _grill_markdown(app, arg)
+        try:
+            if name == "chapter-exercises":
+                return _exercises_markdown(app, arg)
+            if name == "grill":
+                return _grill_markdown(app, arg)
+        except Exception as err:  # the page itself reports the same problem as a build error
+            _warn(f"reader notebook of {docname}: {name} {arg}: {err}")
+            return f"*(The {name} of this chapter could not be read: {err})*"
         return None
 
     return make
+
+
+def _warn(message: str) -> None:
+    from sphinx.util import logging
+
+    logging.getLogger(__name__).warning(f"optlib: {message}")
 
 
 def _exercises_markdown(app: Any, name: str) -> str:
@@ -287,7 +297,7 @@ def _grill_markdown(app: Any, bank_name: str) -> str:
     out = ["Click a question to show its model answer. Questions marked *(trap)* invite a "
            "plausible wrong answer."]  # fmt: skip
     for i, q in enumerate(bank.questions, 1):
-        trap = " *(trap)*" if q.trap else ""
+        trap = " <em>(trap)</em>" if q.trap else ""  # HTML: Markdown is not read in <summary>
         out.append(
             f"<details><summary><b>Q{i}.</b>{trap} {' '.join(q.question.split())}</summary>\n\n"
             f"{q.answer.strip()}\n\n*{q.difficulty}; {', '.join(q.tags)}*\n\n</details>"
