@@ -72,8 +72,15 @@ def write(folder: Path, name: str | bytes, nb: dict | str | bytes) -> Path:
     return Path(os.fsdecode(path))
 
 
-def grade(folder: Path, out: Path, *extra: str, master: Path = MASTER, timeout: float = 900,
-          env: dict | None = None, prefix: list[str] | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+def grade(
+    folder: Path,
+    out: Path,
+    *extra: str,
+    master: Path = MASTER,
+    timeout: float = 900,
+    env: dict | None = None,
+    prefix: list[str] | None = None,
+) -> subprocess.CompletedProcess:
     """``python -m optlib.course.grading grade`` on ``folder`` (the command instructors run)."""
     cmd = [*(prefix or []), sys.executable, "-m", "optlib.course.grading", "grade", str(master),
            str(folder), str(out), *extra]  # fmt: skip

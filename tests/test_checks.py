@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import optlib
 from optlib.course import checks
 
 
@@ -283,3 +284,161 @@ def test_malformed_probe_results_fail_as_assertions(name, bad):
     case = c.cases(n_cases=1)[0]
     with pytest.raises(AssertionError):
         c.compare(case, bad, c.expect(case), "case 1")
+
+
+# ------------------------------------------------------------------ the grader's protocol
+
+
+def _master_solutions() -> dict[str, tuple[str, str, dict]]:
+    """check name -> (master, target name, namespace with the master's set-up and solutions)."""
+    from pathlib import Path
+
+    from optlib.course.grading.master import read_master, strip_solution_markers
+
+    found: dict[str, tuple[str, str, dict]] = {}
+    root = Path(__file__).resolve().parents[1]
+    masters = sorted((root / "exercises").glob("[0-9]*.ipynb"))
+    for path in [*masters, root / "tests" / "grading_master.ipynb"]:  # the grader's own tests
+        master = read_master(path)
+        namespace: dict = {"__name__": "__main__"}
+        for source in master.setup_sources:
+            exec(compile(source, str(path), "exec"), namespace)
+        for q in master.questions:
+            for cell in q.solution:
+                if cell.get("cell_type") == "code":
+                    src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell[
+                        "source"
+                    ]
+                    exec(compile(strip_solution_markers(src), str(path), "exec"), namespace)
+            for t in q.tests:
+                found.setdefault(t.check, (path.name, t.target, namespace))
+    return found
+
+
+SOLUTIONS = _master_solutions()
+
+
+@pytest.mark.parametrize("name", sorted(checks.CHECKS))
+def test_every_registered_check_works_through_the_grader_s_protocol(name):
+    """A master's solution passes its check with the probes driving it through stand-ins (the
+    grader's protocol, here over the in-process loopback; tests/test_grading_exercises.py runs
+    every master's solution in the real sandbox)."""
+    assert name in SOLUTIONS, f"no exercise master uses check {name!r}: add a question for it"
+    _, target, namespace = SOLUTIONS[name]
+    checks.run_check(name, namespace[target])
+
+
+@pytest.mark.parametrize("name", sorted(checks.CHECKS))
+def test_every_check_declares_what_its_answer_must_not_delegate_to(name):
+    assert name in checks.DELEGATION, (
+        f"check {name!r} declares no delegation: add `no_delegation({name!r}, <what>, <dotted "
+        "names of torch's and optlib's own implementations>)` to optlib/course/checks/"
+        "delegation.py (an empty list, with the reason, if nothing computes the answer)"
+    )
+
+
+def test_every_forbidden_name_resolves():
+    from optlib.course.grading.serve import Forbidden
+
+    names = sorted({n for d in checks.DELEGATION.values() for n in d.names})
+    assert Forbidden(names).unresolved == []
+
+
+class MomentumSGD(torch.optim.SGD):  # issue 10's example: the class asked for, inherited
+    pass
+
+
+def _predict_with_richardson(A, tol):
+    from optlib import linalg as la
+
+    lam = torch.linalg.eigvalsh(A)
+    omega = 2 / float(lam[0] + lam[-1])
+    run = la.richardson(A, torch.ones(len(A), dtype=A.dtype), omega, tol=tol, max_iter=100_000)
+    return omega, run.iterations
+
+
+def _functional_step(theta, grad, lr):
+    from optlib.optim.sgd import sgd_update
+
+    new = theta.clone()
+    sgd_update(new, grad.clone(), None, lr=lr, momentum=0.0, dampening=0.0, nesterov=False,
+               weight_decay=0.0)  # fmt: skip
+    return new
+
+
+EXAMPLES = [  # issue 10 §4's examples, on the checks that exist today
+    ("momentum_sgd_class", MomentumSGD, "torch.optim.SGD"),
+    ("adagrad_class", torch.optim.Adagrad, "torch.optim.Adagrad"),
+    ("adam_class", lambda params, **h: optlib.Adam(params, **h), "optlib.Adam"),
+    ("richardson_plan", _predict_with_richardson, "optlib.linalg.richardson"),
+    ("gd_step", _functional_step, "optlib.optim.sgd"),
+]
+
+
+@pytest.mark.parametrize(
+    "name, answer, used",
+    [pytest.param(*e, marks=pytest.mark.skipif(e[0] not in checks.CHECKS, reason="renamed"))
+     for e in EXAMPLES],
+)  # fmt: skip
+def test_delegating_answers_fail_with_the_reason(name, answer, used):
+    """Issue 10 §4: subclassing, aliasing, calling the functional form or running the method
+    to "predict" scores nothing, with a message that says why."""
+    with pytest.raises(AssertionError) as err:
+        checks.run_check(name, answer, **({"n_cases": 2} if name != "richardson_plan" else {}))
+    msg = str(err.value)
+    assert used in msg and "write it yourself" in msg and "scores nothing" in msg
+
+
+@pytest.fixture
+def predict_check():
+    """A check of the test's own (registered for one test): predict heavy ball's parameters."""
+    from optlib.course.checks._core import DELEGATION, Check, _register, no_delegation
+
+    def cases(seed=0, n_cases=2):
+        return [{"L": 4.0 + seed + i, "mu": 1.0} for i in range(n_cases)]
+
+    def probe(answer, case):
+        return {"value": list(answer(case["L"], case["mu"]))}
+
+    def expect(case):
+        s, q = math.sqrt(case["L"]), math.sqrt(case["mu"])
+        return {"value": [4 / (s + q) ** 2, ((s - q) / (s + q)) ** 2]}
+
+    def compare(case, got, expected, where):
+        if "error" in got or not torch.allclose(torch.tensor(got["value"]),
+                                                torch.tensor(expected["value"])):  # fmt: skip
+            raise AssertionError(f"{where}: expected {expected}, got {got}")
+
+    _register(Check("zz_predict_heavy_ball", cases, probe, expect, compare, lambda **k: "OK"))
+    no_delegation("zz_predict_heavy_ball", "optimal heavy-ball parameters",
+                  "optlib.linalg.optimal_heavy_ball_params")  # fmt: skip
+    yield "zz_predict_heavy_ball"
+    del checks.CHECKS["zz_predict_heavy_ball"], DELEGATION["zz_predict_heavy_ball"]
+
+
+def test_the_delegation_table_is_what_the_watch_uses(predict_check, capsys):
+    from optlib.linalg import optimal_heavy_ball_params
+
+    def by_hand(L, mu):
+        s, q = math.sqrt(L), math.sqrt(mu)
+        return 4 / (s + q) ** 2, ((s - q) / (s + q)) ** 2
+
+    checks.run_check(predict_check, by_hand)
+    assert capsys.readouterr().out == "OK\n"
+    for answer in (optimal_heavy_ball_params, lambda L, mu: optimal_heavy_ball_params(L, mu)):
+        with pytest.raises(AssertionError, match="optimal_heavy_ball_params, a library's own"):
+            checks.run_check(predict_check, answer)
+
+
+def test_every_declaration_belongs_to_a_registered_check():
+    assert sorted(set(checks.DELEGATION) - set(checks.CHECKS)) == []
+
+
+def test_an_answer_never_run_says_which_cell_to_run():
+    def test_q1(gd_step):  # how otter calls a test: the learner's name, None when undefined
+        checks.gd_step(gd_step)
+
+    with pytest.raises(AssertionError) as err:
+        test_q1(None)
+    assert "`gd_step` is still None: run the cell that defines `gd_step`" in str(err.value)
+    assert "NoneType" not in str(err.value)

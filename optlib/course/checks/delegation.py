@@ -5,7 +5,8 @@ One line per check: the method the learner writes, then the dotted names of torc
 own implementations of it. A class stands for its own code and every subclass, a module for
 everything defined in it. "Predict without running" questions forbid running the method. A
 check that nothing in torch or optlib answers declares an empty list, with the reason. A new
-check (chapters 8 and later) adds its line here, in chapter order.
+check (chapters 8 and later) adds its line here, in chapter order, or declares it in its own
+module next to ``_register`` (that declaration, imported later, wins).
 """
 
 from __future__ import annotations
@@ -65,10 +66,6 @@ no_delegation(
 
 # --- chapter 3: momentum and Nesterov
 no_delegation("momentum_sgd_class", "SGD with momentum", *SGD)
-no_delegation("ema_lr", "learning rate of the EMA form")  # a closed form nothing computes
-no_delegation(
-    "optimal_momentum", "optimal heavy-ball parameters", "optlib.linalg.optimal_heavy_ball_params"
-)
 no_delegation(
     "predict_momentum_iterations", "heavy-ball run (predict, do not run)", *SGD, *RUNNERS
 )
@@ -79,7 +76,6 @@ no_delegation(  # eigenvalues are the learner's tool; no optlib function scales 
     "preconditioned_kappa", "preconditioned condition number"
 )
 no_delegation("adagrad_effective_lr", "AdaGrad run (predict, do not run)", *ADAGRAD)
-no_delegation("rmsprop_effective_lr", "RMSProp run (predict, do not run)", *RMSPROP)
 
 # --- chapter 5: Adam and bias correction
 no_delegation("adam_class", "Adam", *ADAM, *ADAMW, *UPDATE_PIECES)

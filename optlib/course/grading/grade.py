@@ -256,14 +256,15 @@ class _Runner:
                 notes.append(f"{what} failed: {message}")
                 continue
             got_cases: list[Any] = []
-            timed_out = "Timeout: skipped after an earlier call timed out" if target in hung else None
+            skipped = "Timeout: skipped after an earlier call timed out"
+            timed_out = skipped if target in hung else None
             for case in test.cases:
                 if timed_out is not None or conn.delegated:
                     got_cases.append({"error": timed_out or "not run"})
                     continue
                 got = run_probe(check, answer, case)
                 if isinstance(got, dict) and str(got.get("error", "")).startswith("Timeout"):
-                    timed_out = "Timeout: skipped after an earlier call timed out"
+                    timed_out = skipped
                     hung.add(target)
                 got_cases.append(got)
             delegated = conn.delegated | static_delegation(sources, target, names)

@@ -153,9 +153,10 @@ def static_delegation(sources: list[str], target: str, forbidden: list[str]) -> 
             obj = _library_object(ref)
             if obj is None:
                 continue
-            for name, forbidden_obj in bad:
+            for name, forbidden_obj in bad:  # the table's first (most specific) match
                 if _same_or_within(obj, forbidden_obj):
                     hits.add(name)
+                    break
     return hits
 
 
