@@ -366,71 +366,100 @@ class Shampoo(Optimizer):
         self.state[p]["step"] = 0  # a Python int: the refresh test needs no .item() when compiled
         self.state[p]["blocks"] = blocks
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        """Take one step; ``closure`` re-evaluates the loss and returns it."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params, grads = self._params_and_grads(group)
-            beta1, beta2 = group["betas"]
-            f = group["precondition_frequency"]
-            t0 = group["start_preconditioning_step"]
-            t0 = f if t0 == -1 else t0
-            grafting = group["grafting"]
-            graft_beta2 = group["grafting_beta2"]
-            hyper = dict(
-                beta1=beta1,
-                beta2=beta2,
-                epsilon=group["epsilon"],
-                weight_decay=group["weight_decay"],
-                use_bias_correction=group["use_bias_correction"],
-                decoupled=group["use_decoupled_weight_decay"],
-                grafting=grafting,
-                graft_beta2=_GRAFT_BETA2.get(grafting, 1.0) if graft_beta2 is None else graft_beta2,
-                graft_epsilon=group["grafting_epsilon"],
-            )
-            # Statistics first, for every block of every parameter: the factors take G_t, and the
-            # roots due at this step are computed together, batched over factors of equal size.
-            due = []
-            for p, g in zip(params, grads):
-                if p.numel() == 0:
-                    continue
-                if not self.state[p]:
-                    self._init_state(p, group)
-                t = scalar_step(self.state[p]["step"]) + 1
-                G, _ = self._block_tensors(p, g, group)
-                slices = block_slices(G.shape, group["max_preconditioner_dim"])
-                for sl, block in zip(slices, self.state[p]["blocks"], strict=True):
-                    update_factors(block["factors"], G[sl], beta2)
-                    if (t % f == 0 and t > t0) or t == t0:
-                        b = 1 - beta2**t if group["use_bias_correction"] and beta2 < 1 else 1.0
-                        due.append((block, b))
-            update_inverse_roots(due, epsilon=group["epsilon"])
-            for p, g in zip(params, grads):
-                if p.numel() == 0:
-                    continue
-                state = self.state[p]
-                if not state:
-                    self._init_state(p, group)
-                state["step"] = t = scalar_step(state["step"]) + 1
-                G, W = self._block_tensors(p, g, group)
-                shape, dtype = G.shape, G.dtype
-                U = torch.empty(shape, dtype=dtype, device=p.device)
-                slices = block_slices(shape, group["max_preconditioner_dim"])
-                for sl, block in zip(slices, state["blocks"], strict=True):
-                    U[sl] = shampoo_direction(
-                        block,
-                        G[sl],
-                        W[sl],
-                        t=t,
-                        graft_only=t < t0 and grafting is not None,
-                        **hyper,
-                    )
-                lr = scalar(group["lr"])
-                p.sub_(U.reshape(p.shape).to(p.dtype).mul_(lr))  # not add_(alpha=): see soap.py
+        """Take one step; ``closure`` re-evaluates the loss and returns it.
+
+        Statistics first, for every block of every parameter: the factors take :math:`G_t`, and
+        the roots due at this step are computed together, batched over factors of equal size;
+        then the directions. Under torch.compile the root refresh runs eagerly, outside every
+        loop and in a ``with`` block rather than under a decorator, so that it splits the
+        compiled step in two graphs (a graph break inside a loop, or inside a decorated
+        function, would leave one graph per parameter and shape)."""
+        with torch.no_grad():
+            loss = self._evaluate(closure)
+            due = [self._statistics(group) for group in self.param_groups]
+            if any(blocks for blocks, _ in due):
+                _refresh_roots(due)
+            for group in self.param_groups:
+                self._directions(group)
         return loss
+
+    def _statistics(self, group: dict) -> tuple[list[tuple[dict, float]], float]:
+        r"""Fold :math:`G_t` into the factors of every block of ``group``; returns the blocks
+        whose roots are due, with their bias correction :math:`b`, and the group's
+        :math:`\epsilon`."""
+        params, grads = self._params_and_grads(group)
+        beta2 = group["betas"][1]
+        f = group["precondition_frequency"]
+        t0 = group["start_preconditioning_step"]
+        t0 = f if t0 == -1 else t0
+        due = []
+        for p, g in zip(params, grads):
+            if p.numel() == 0:
+                continue
+            if not self.state[p]:
+                self._init_state(p, group)
+            t = scalar_step(self.state[p]["step"]) + 1
+            G, _ = self._block_tensors(p, g, group)
+            slices = block_slices(G.shape, group["max_preconditioner_dim"])
+            for sl, block in zip(slices, self.state[p]["blocks"], strict=True):
+                update_factors(block["factors"], G[sl], beta2)
+                if (t % f == 0 and t > t0) or t == t0:
+                    b = 1 - beta2**t if group["use_bias_correction"] and beta2 < 1 else 1.0
+                    due.append((block, b))
+        return due, group["epsilon"]
+
+    def _directions(self, group: dict) -> None:
+        r"""Advance the step counters of ``group`` and update its parameters,
+        :math:`W \leftarrow W - \eta D` block by block (:func:`shampoo_direction`)."""
+        params, grads = self._params_and_grads(group)
+        beta1, beta2 = group["betas"]
+        f = group["precondition_frequency"]
+        t0 = group["start_preconditioning_step"]
+        t0 = f if t0 == -1 else t0
+        grafting = group["grafting"]
+        graft_beta2 = group["grafting_beta2"]
+        hyper = dict(
+            beta1=beta1,
+            beta2=beta2,
+            epsilon=group["epsilon"],
+            weight_decay=group["weight_decay"],
+            use_bias_correction=group["use_bias_correction"],
+            decoupled=group["use_decoupled_weight_decay"],
+            grafting=grafting,
+            graft_beta2=_GRAFT_BETA2.get(grafting, 1.0) if graft_beta2 is None else graft_beta2,
+            graft_epsilon=group["grafting_epsilon"],
+        )
+        for p, g in zip(params, grads):
+            if p.numel() == 0:
+                continue
+            state = self.state[p]
+            state["step"] = t = scalar_step(state["step"]) + 1
+            G, W = self._block_tensors(p, g, group)
+            shape, dtype = G.shape, G.dtype
+            U = torch.empty(shape, dtype=dtype, device=p.device)
+            slices = block_slices(shape, group["max_preconditioner_dim"])
+            for sl, block in zip(slices, state["blocks"], strict=True):
+                U[sl] = shampoo_direction(
+                    block,
+                    G[sl],
+                    W[sl],
+                    t=t,
+                    graft_only=t < t0 and grafting is not None,
+                    **hyper,
+                )
+            lr = scalar(group["lr"])
+            p.sub_(U.reshape(p.shape).to(p.dtype).mul_(lr))  # not add_(alpha=): see soap.py
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's loader, keeping float32 factors of low-precision parameters in float32."""
         super().load_state_dict(state_dict)
         restore_float32_state(self, state_dict)
+
+
+@torch.compiler.disable(reason="inverse roots: float64 eigendecompositions, checked eagerly")
+def _refresh_roots(due: list[tuple[list[tuple[dict, float]], float]]) -> None:
+    """:func:`update_inverse_roots` for the due blocks of every group (with its epsilon)."""
+    for blocks, epsilon in due:
+        if blocks:
+            update_inverse_roots(blocks, epsilon=epsilon)

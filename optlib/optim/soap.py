@@ -213,8 +213,10 @@ def soap_update(
     dims: list[bool],
     normalize_grads: bool,
     correct_bias: bool,
-) -> None:
-    r"""One SOAP step on one tensor, in place (see the module docstring for the rule).
+) -> bool:
+    r"""One SOAP step on one tensor, in place (see the module docstring for the rule), up to
+    the bases: returns whether :func:`soap_refresh` is due (after the first call, and every
+    ``precondition_frequency`` Adam steps), which the caller runs once every tensor has stepped.
 
     ``state`` holds the Adam step count ``step`` (a Python int: under torch.compile the refresh
     test ``t % f == 0`` then needs no ``.item()``), the moments ``m`` and ``v`` (in the
@@ -223,7 +225,7 @@ def soap_update(
     """
     dtype = state_dtype(theta)
     G = g.to(dtype)
-    if "Q" not in state:  # the first step only gathers statistics
+    if "factors" not in state:  # the first step only gathers statistics
         state["step"] = 0
         state["m"] = torch.zeros_like(G)
         state["v"] = torch.zeros_like(G)
@@ -235,8 +237,7 @@ def soap_update(
             mode_gram(G_view, i).mul_(1 - shampoo_beta) if keep else None
             for i, keep in enumerate(dims)
         ]
-        state["Q"] = eigenbases(state["factors"])
-        return
+        return True  # the bases come from these factors
 
     m, v, factors, Q = state["m"], state["v"], state["factors"], state["Q"]
     G_rot = view.back(mode_product(view.to(G), Q))  # G' = Q_L^T G Q_R
@@ -254,15 +255,32 @@ def soap_update(
         theta.add_(theta, alpha=-lr * weight_decay)
 
     # Statistics for the next step: the factors take G_t only now.
-    refresh = t % precondition_frequency == 0
-    if refresh:
-        m_original = view.back(mode_product(view.to(m), Q, transpose=True))
     update_factors(factors, view.to(G), shampoo_beta)
-    if refresh:
-        Q, v_view = refreshed_bases(factors, Q, view.to(v))
-        state["Q"] = Q
-        state["v"] = view.back(v_view).contiguous()
-        state["m"] = view.back(mode_product(view.to(m_original), Q)).contiguous()
+    return t % precondition_frequency == 0
+
+
+def soap_refresh(state: dict, view: _View) -> None:
+    r"""Build or refresh the bases of one tensor's ``state`` (in place): after the first step,
+    the eigenvectors of the factors (:func:`eigenbases`); later, one power-iteration step and QR
+    (:func:`refreshed_bases`), with :math:`v` permuted and :math:`m` rotated from the old basis
+    into the new one."""
+    if "Q" not in state:
+        state["Q"] = eigenbases(state["factors"])
+        return
+    m, v, Q = state["m"], state["v"], state["Q"]
+    m_original = view.back(mode_product(view.to(m), Q, transpose=True))
+    Q, v_view = refreshed_bases(state["factors"], Q, view.to(v))
+    state["Q"] = Q
+    state["v"] = view.back(v_view).contiguous()
+    state["m"] = view.back(mode_product(view.to(m_original), Q)).contiguous()
+
+
+@torch.compiler.disable(reason="basis refreshes: float64 eigh/QR and finiteness checks, eager")
+def _refresh_all(due: list[tuple[dict, _View]]) -> None:
+    """:func:`soap_refresh` for every tensor that is due; under torch.compile it runs eagerly,
+    one graph break per refresh step, so the per-step update stays one compiled graph."""
+    for state, view in due:
+        soap_refresh(state, view)
 
 
 class SOAP(Optimizer):
@@ -340,11 +358,23 @@ class SOAP(Optimizer):
         )
         super().__init__(params, defaults)
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step (the first one only initialises the bases); ``closure`` re-evaluates
         the loss and returns it."""
-        loss = self._evaluate(closure)
+        # ``with`` rather than the decorator: under torch.compile a graph break in this frame
+        # (the eager refresh) then splits it in two graphs instead of one graph per parameter
+        with torch.no_grad():
+            loss = self._evaluate(closure)
+            due = self._update()
+            if due:
+                _refresh_all(due)
+        return loss
+
+    def _update(self) -> list[tuple[dict, _View]]:
+        """Every tensor's :func:`soap_update`; returns the tensors whose bases are due. (A method
+        of its own, free of graph breaks: under torch.compile it is one graph, whatever the
+        number of parameter shapes, while the refreshes run eagerly.)"""
+        due = []
         for group in self.param_groups:
             params, grads = self._params_and_grads(group)
             beta1, beta2 = group["betas"]
@@ -360,7 +390,7 @@ class SOAP(Optimizer):
                     max_dim=max_dim,
                     precondition_1d=group["precondition_1d"],
                 )
-                soap_update(
+                refresh = soap_update(
                     p,
                     g,
                     self.state[p],
@@ -376,7 +406,9 @@ class SOAP(Optimizer):
                     normalize_grads=group["normalize_grads"],
                     correct_bias=group["correct_bias"],
                 )
-        return loss
+                if refresh:
+                    due.append((self.state[p], view))
+        return due
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's loader, keeping float32 statistics of low-precision parameters in float32."""
