@@ -103,16 +103,19 @@ dist: $(STAMP)
 clean:
 	rm -rf _build
 
-# --- exercises: otter-grader releases, the trusted grader, nbval (see optlib/grading) --------
+# --- exercises: otter-grader releases, the trusted grader, nbval (see optlib/course/grading) -
 EXERCISES := $(sort $(wildcard exercises/[0-9]*.ipynb))
 
 assignments: $(STAMP)
 	$(PY) -m optlib.course.grading assign $(EXERCISES)
 
+# Each submission in its own bubblewrap sandbox (apt-get install bubblewrap); both cores unless
+# JOBS=1; GRADEFLAGS=--resume continues an interrupted CSV (see --help for the limits).
 grade: $(STAMP)
 	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo \
 	  "usage: make grade ASSIGNMENT=01_gradient_descent SUBMISSIONS=folder OUT=grades.csv"; exit 2; }
-	$(PY) -m optlib.course.grading grade $(ASSIGNMENT) $(SUBMISSIONS) $(OUT)
+	$(PY) -m optlib.course.grading grade $(ASSIGNMENT) $(SUBMISSIONS) $(OUT) \
+	  $(if $(JOBS),--jobs $(JOBS)) $(GRADEFLAGS)
 
 book-student: $(STAMP)
 	$(PY) -m optlib.course.build book --student

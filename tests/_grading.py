@@ -55,7 +55,8 @@ def code_cell(text: str, tags: list[str] | None = None) -> dict:
 def insert_after_setup(nb: dict, text: str) -> dict:
     """An extra cell right after the set-up cell (the first code cell that imports optlib)."""
     nb = copy.deepcopy(nb)
-    at = next(i for i, c in enumerate(nb["cells"]) if "seed_everything" in source(c))
+    code = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
+    at = next((i for i in code if "seed_everything" in source(nb["cells"][i])), code[0])
     nb["cells"].insert(at + 1, code_cell(text))
     return nb
 
@@ -94,3 +95,38 @@ def rows(out: Path) -> dict[str, dict]:
 
 def scores(row: dict, names: tuple[str, ...] = ("q1", "q2", "q3", "total")) -> tuple:
     return tuple(float(row[k]) for k in names)
+
+
+def notebook_from_master(master: Path, *, answers: bool = True) -> dict:
+    """What a learner hands in, built from a master without otter: every code cell outside the
+    tests, the solutions (markers stripped; ``answers=False``: left out), and a
+    ``grader.check("qN")`` cell after each autograded question."""
+    from optlib.course.grading.master import _boundary, _yaml_body, strip_solution_markers
+
+    nb = json.loads(master.read_text(encoding="utf-8"))
+    cells: list[dict] = []
+    stack: list[str] = []
+    question: dict = {}
+    for cell in nb["cells"]:
+        mark = _boundary(cell)
+        if mark == ("config", ""):
+            continue
+        if mark and mark[0] == "begin":
+            if mark[1] == "question":
+                question = _yaml_body(cell)
+            stack.append(mark[1])
+            continue
+        if mark and mark[0] == "end":
+            stack.pop()
+            if mark[1] == "question" and not question.get("manual"):
+                cells.append(code_cell(f'grader.check("{question["name"]}")'))
+            continue
+        if cell["cell_type"] != "code" or "tests" in stack:
+            continue
+        if "solution" in stack:
+            if answers:
+                cells.append(code_cell(strip_solution_markers(source(cell))))
+            continue
+        cells.append(code_cell(source(cell)))
+    return {"cells": cells, "metadata": {"kernelspec": {"name": "python3"}}, "nbformat": 4,
+            "nbformat_minor": 5}  # fmt: skip
