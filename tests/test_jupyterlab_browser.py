@@ -57,7 +57,9 @@ def _glued_sentence(site: Path) -> str:
         before = by_id.get(cell.get("id"), "")
         for line_before, line in zip(before.splitlines(), text.splitlines()):
             m = re.search(r"\{glue:text\}`[^`]+`", line_before)
-            if m and "$" not in line and "`" not in line and "{" not in line:
+            if m and "$" not in line and "`" not in line and "{" not in line and re.search(
+                r"\d+\.\d+", line
+            ):
                 return line.strip()
     pytest.fail("no line with a glued number in the reader notebook")
 
@@ -76,25 +78,36 @@ def test_chapter_runs_in_jupyterlab_with_numbers_and_a_live_explorer(tmp_path):
 
     port, token = _free_port(), secrets.token_hex(16)
     jupyter = Path(sys.executable).with_name("jupyter")
+    settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    # every cell in the page (JupyterLab otherwise draws only the cells in view)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))  # fmt: skip
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"))  # fmt: skip
     env.pop("OPTLIB_STATIC", None)
+    log = (tmp_path / "lab.log").open("w")
     lab = subprocess.Popen(
         [str(jupyter), "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
          "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False",
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI runs as root
+        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 90
-        while time.time() < deadline:
+        while time.time() < deadline and lab.poll() is None:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.5)
+        else:
+            pytest.fail("jupyter lab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
         with chromium() as browser:
             ctx = offline_context(browser, DESKTOP)
             page = ctx.new_page()
@@ -104,24 +117,45 @@ def test_chapter_runs_in_jupyterlab_with_numbers_and_a_live_explorer(tmp_path):
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
             page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
             page.wait_for_timeout(3000)  # the kernel starts
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_function(
-                """() => {
-                  const prompts = [...document.querySelectorAll('.jp-InputArea-prompt')];
-                  const busy = prompts.some(p => p.textContent.includes('*'));
-                  const run = prompts.filter(p => /\\[\\d+\\]/.test(p.textContent)).length;
-                  return !busy && run > 5;
-                }""",
-                timeout=240_000,
-                polling=1000,
+            done = page.evaluate(
+                """async () => {
+                  const nb = window.jupyterapp.shell.currentWidget;
+                  await nb.context.ready;
+                  await nb.sessionContext.ready;
+                  const t0 = Date.now();
+                  const status = () => nb.sessionContext.session?.kernel?.status;
+                  while (status() !== 'idle') {
+                    if (Date.now() - t0 > 90000) return 'kernel ' + status();
+                    await new Promise(r => setTimeout(r, 500));
+                  }
+                  nb.content.activate();
+                  return await Promise.race([
+                    window.jupyterapp.commands.execute('notebook:run-all-cells'),
+                    new Promise(r => setTimeout(() => r('timeout'), 400000)),
+                  ]);
+                }"""
             )
-            failures = page.eval_on_selector_all(
-                "[data-mime-type='application/vnd.jupyter.error']", "es => es.map(e => e.innerText)"
+            if done is not True:
+                screenshot(page, "jupyterlab-failure")
+            assert done is True, f"run all cells: {done}"
+            failures = page.evaluate(
+                """() => {
+                  const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+                  const out = [];
+                  for (let i = 0; i < cells.length; i++) {
+                    const c = cells.get(i).toJSON();
+                    for (const o of c.outputs || [])
+                      if (o.output_type === 'error') out.push(o.ename + ': ' + o.evalue);
+                    if (c.cell_type === 'code' && c.execution_count === null) out.push('not run');
+                  }
+                  return out;
+                }"""
             )
             assert not failures, "cells raised in JupyterLab:\n" + "\n".join(failures)[:3000]
             rendered = page.inner_text(".jp-Notebook")
             assert "{glue:text}" not in rendered and "{eq}" not in rendered
             assert all(w in rendered for w in words), f"glued numbers {words} not shown"
+            page.evaluate("() => jupyterapp.commands.execute('application:toggle-left-area')")
             loc = page.locator(".jp-RenderedMarkdown", has_text=words[0]).first
             loc.scroll_into_view_if_needed()
             assert loc.is_visible()
@@ -150,6 +184,7 @@ def test_chapter_runs_in_jupyterlab_with_numbers_and_a_live_explorer(tmp_path):
             assert not [e for e in errors if "THEBE" in e]
             ctx.close()
     finally:
+        log.close()
         os.killpg(lab.pid, signal.SIGTERM)
         try:
             lab.wait(timeout=20)

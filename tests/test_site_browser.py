@@ -232,7 +232,8 @@ def test_screenshots_and_the_summary_table():
             ex = page.query_selector(".optlib-explorer")
             if ex is not None:
                 page.wait_for_function("e => e.classList.contains('oe-ready')", arg=ex)
-                ex.scroll_into_view_if_needed()
+                ex.evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top"
+                            " + window.scrollY - 80)")  # fmt: skip
                 screenshot(page, f"explorer-before-{name}", element=ex)
                 ex.query_selector("[data-role=lr]").focus()
                 for _ in range(3):
@@ -246,6 +247,8 @@ def test_screenshots_and_the_summary_table():
                 )
                 table = page.query_selector("article table:has-text('preconditioner')")
                 assert table is not None, "chapter 7 has no summary table"
-                table.scroll_into_view_if_needed()
+                table.evaluate("t => window.scrollTo(0, t.getBoundingClientRect().top"
+                               " + window.scrollY - 140)")  # fmt: skip
+                page.wait_for_timeout(200)
                 screenshot(page, f"ch07-table-{name}")
             ctx.close()

@@ -449,10 +449,12 @@ overflow:visible}}
 <text x="{p["x0"] - 12}" y="{(p["y0"] + p["y1"]) / 2}" text-anchor="middle">θ₂</text>
 </svg>
 <svg viewBox="0 0 {q["w"]} {q["h"]}" role="img" aria-label="loss gap against the step">
+<defs><clipPath id="{uid}-clip-loss"><rect x="{q["x0"]}" y="{q["y0"]}"
+ width="{q["x1"] - q["x0"]}" height="{q["y1"] - q["y0"]}"/></clipPath></defs>
 <g data-role="yticks"></g><g data-role="xticks"></g>
 <rect class="oe-frame" x="{q["x0"]}" y="{q["y0"]}" width="{q["x1"] - q["x0"]}"
  height="{q["y1"] - q["y0"]}"/>
-<polyline data-role="curve" points=""/>
+<polyline data-role="curve" points="" clip-path="url(#{uid}-clip-loss)"/>
 <text x="{q["x0"]}" y="{q["y1"] + 16}" text-anchor="middle">0</text>
 <text x="{q["x1"]}" y="{q["y1"] + 16}" text-anchor="middle">{self.steps}</text>
 <text x="{(q["x0"] + q["x1"]) / 2}" y="{q["y1"] + 34}" text-anchor="middle">step t</text>
