@@ -87,7 +87,8 @@ Deviations from the reference, none of which changes an update it computes: eige
 is left untouched; a zero gradient gives :math:`\nu = 1` instead of a division by zero; a
 closure is evaluated; the step counter travels in the state dict; a ``Linear`` fed
 ``(..., in)`` inputs counts every leading index as a row; grouped, non-zero-padded or
-string-padded convolutions are left to plain SGD (the reference would mis-shape them).
+string-padded convolutions are left to plain SGD (the reference would mis-shape them); a layer
+without a gradient at an eigendecomposition step is decomposed too (the reference skips it).
 **Non-finite gradients** make the parameters NaN, as with torch's SGD (a non-finite factor is
 not eigendecomposed: its layer's direction becomes NaN, with a warning).
 """
@@ -393,14 +394,38 @@ class KFAC(Optimizer):
             M = torch.cat([M, gb[:, None]], dim=1)
         return M.to(dtype)
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        """Take one step; ``closure`` runs the forward and backward passes and returns the loss."""
-        self._in_closure = True
-        try:
-            loss = self._evaluate(closure)
-        finally:
-            self._in_closure = False
+        """Take one step; ``closure`` runs the forward and backward passes and returns the loss.
+
+        The eigendecompositions due at this step come first, for every layer together; under
+        torch.compile they run eagerly, outside every loop and in a ``with`` block rather than
+        under a decorator, so that they split the compiled step in two graphs instead of one
+        graph per layer."""
+        with torch.no_grad():
+            self._in_closure = True
+            try:
+                loss = self._evaluate(closure)
+            finally:
+                self._in_closure = False
+            due = self._layers_due()
+            if due:
+                _refresh_eigenbases([self.state[m.weight] for m in due])
+            self._update()
+        return loss
+
+    def _layers_due(self) -> list[nn.Module]:
+        """The layers whose eigenbases are refreshed at this step: every ``TInv`` steps, and at
+        a layer's first step with statistics (also a layer that has no gradient this step)."""
+        due = []
+        for m in self.layers:  # (no .grad here: under torch.compile it would recompile)
+            state = self.state[m.weight]
+            if "A" in state and "G" in state:
+                if self.steps % self.TInv == 0 or "QA" not in state:
+                    due.append(m)
+        return due
+
+    def _update(self) -> None:
+        """The natural-gradient directions, the KL clip and the SGD-momentum step."""
         lr = scalar(self.param_groups[0]["lr"])
         damping = self.param_groups[0]["damping"]
         directions: dict[int, Tensor] = {}
@@ -409,7 +434,7 @@ class KFAC(Optimizer):
             if m.weight.grad is None:
                 continue
             state = self.state[m.weight]
-            if "A" not in state or "G" not in state:
+            if "QA" not in state:
                 if self.steps > 0:
                     continue  # a layer added later: plain SGD until its first statistics step
                 raise RuntimeError(
@@ -418,9 +443,6 @@ class KFAC(Optimizer):
                     "step(closure), with gradients enabled, then a backward pass with "
                     "acc_stats=True"
                 )
-            if self.steps % self.TInv == 0 or "QA" not in state:
-                state["dA"], state["QA"] = eigenbasis(state["A"])
-                state["dG"], state["QG"] = eigenbasis(state["G"])
             M = self._grad_matrix(m, state["A"].dtype)
             V = natural_gradient(M, state["QA"], state["dA"], state["QG"], state["dG"], damping)
             vg_sum = vg_sum + host_scalar((V * M).sum()) * lr**2
@@ -450,7 +472,7 @@ class KFAC(Optimizer):
                 if state["momentum_buffer"] is None:
                     del state["momentum_buffer"]
         self.steps += 1
-        return loss
+
 
     # --- checkpoints --------------------------------------------------------------------
 
@@ -473,3 +495,11 @@ class KFAC(Optimizer):
             for key in _FACTOR_KEYS:
                 if key in saved:
                     self.state[p][key] = saved[key].to(device=p.device, copy=True)
+
+
+@torch.compiler.disable(reason="eigendecompositions: float64 eigh, checked eagerly")
+def _refresh_eigenbases(states: list[dict]) -> None:
+    """:func:`eigenbasis` of both factors of every layer state given, in place."""
+    for state in states:
+        state["dA"], state["QA"] = eigenbasis(state["A"])
+        state["dG"], state["QG"] = eigenbasis(state["G"])
