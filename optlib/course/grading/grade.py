@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..checks import CHECKS, DELEGATION
 from ..checks._core import delegation_message, not_defined_message
 from .master import Master, Question, TestCall, read_master
@@ -375,6 +377,7 @@ def grade_folder(
     start (with what to install), ``FileExistsError`` when ``out`` exists and ``resume`` is
     False, ``ValueError`` when a resumed CSV belongs to another assignment."""
     master_path, out = Path(master_path), Path(out)
+    torch.set_num_threads(1)  # the cores are the jobs'
     master = read_master(master_path)
     limits = limits or Limits()
     digest = hashlib.sha256(master_path.read_bytes()).hexdigest()

@@ -101,25 +101,48 @@ class LearnerRaised(Exception):
 # --------------------------------------------------------------------------- tensors as data
 
 
-def encode_tensor(t: torch.Tensor) -> dict:
-    """``{"dtype", "shape", "data"}`` of a dense CPU tensor's values (base64 of its bytes;
-    exact for every dtype). Subclasses travel as plain tensors."""
+_NUMPY = {torch.float64, torch.float32, torch.float16, torch.complex128, torch.complex64,
+          torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool}  # fmt: skip
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s values as a dense, contiguous, CPU, plain tensor (no autograd, no subclass)."""
     with torch._C.DisableTorchFunctionSubclass():
         x = torch.Tensor.detach(t)
         if x.layout != torch.strided:
             raise WireError(f"a {x.layout} tensor cannot be sent (only dense tensors)")
-        name = str(x.dtype).removeprefix("torch.")
-        if name not in DTYPES:
+        if str(x.dtype).removeprefix("torch.") not in DTYPES:
             raise WireError(f"a tensor of dtype {x.dtype} cannot be sent")
         if x.device.type != "cpu":
             x = x.cpu()
-        x = x.resolve_conj().resolve_neg().contiguous()
-        raw = x.reshape(-1).view(torch.uint8).numpy().tobytes() if x.numel() else b""
-    return {"dtype": name, "shape": list(x.shape), "data": base64.b64encode(raw).decode("ascii")}
+        if x.is_conj() or x.is_neg():
+            x = x.resolve_conj().resolve_neg()
+        return x if x.is_contiguous() else x.contiguous()
+
+
+def _raw(x: torch.Tensor) -> bytes:
+    """The bytes of a tensor from :func:`_plain` (exact for every dtype)."""
+    if not x.numel():
+        return b""
+    if x.dtype in _NUMPY:
+        return x.numpy().tobytes()
+    return x.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def encode_tensor(t: torch.Tensor) -> dict:
+    """``{"dtype", "shape", "data"}`` of a dense CPU tensor's values (base64 of its bytes;
+    exact for every dtype). Subclasses travel as plain tensors."""
+    x = _plain(t)
+    return {
+        "dtype": str(x.dtype).removeprefix("torch."),
+        "shape": list(x.shape),
+        "data": base64.b64encode(_raw(x)).decode("ascii"),
+    }
 
 
 def decode_tensor(d: Any, max_bytes: int = MAX_MESSAGE_BYTES) -> torch.Tensor:
-    """The tensor :func:`encode_tensor` describes (validated: ``d`` may come from anywhere)."""
+    """The tensor :func:`encode_tensor` describes, in memory of its own (validated: ``d`` may
+    come from anywhere)."""
     if not isinstance(d, dict) or d.get("dtype") not in DTYPES:
         raise WireError("malformed tensor")
     shape = d.get("shape")
@@ -137,19 +160,24 @@ def decode_tensor(d: Any, max_bytes: int = MAX_MESSAGE_BYTES) -> torch.Tensor:
         raw = base64.b64decode(data, validate=True)
     except ValueError:
         raise WireError("malformed tensor data") from None
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = _ITEMSIZE[dtype]
     if math.prod(shape) * itemsize != len(raw):
         raise WireError("tensor data does not match its shape")
     if not raw:
         return torch.empty(shape, dtype=dtype)
+    if np is not None and dtype in _NUMPY:
+        array = np.frombuffer(raw, dtype=_NP_DTYPES[dtype]).reshape(shape)
+        return torch.from_numpy(array.copy())
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape)
 
 
-def tensor_bytes(t: torch.Tensor) -> torch.Tensor:
-    """The raw bytes of ``t``'s values (a uint8 copy), to notice any change, NaNs included."""
-    with torch._C.DisableTorchFunctionSubclass():
-        x = torch.Tensor.detach(t).resolve_conj().resolve_neg().contiguous()
-        return x.reshape(-1).view(torch.uint8).clone() if x.numel() else torch.empty(0)
+_ITEMSIZE = {d: torch.empty((), dtype=d).element_size() for d in DTYPES.values()}
+_NP_DTYPES = {d: torch.empty((), dtype=d).numpy().dtype for d in _NUMPY} if np is not None else {}
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """The raw bytes of ``t``'s values, to notice any change (NaNs and -0.0 included)."""
+    return _raw(_plain(t))
 
 
 def _tensor_signature(t: torch.Tensor | None) -> tuple | None:
@@ -159,9 +187,7 @@ def _tensor_signature(t: torch.Tensor | None) -> tuple | None:
 
 
 def same_signature(a: tuple | None, b: tuple | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    return a == b
 
 
 def _grad_of(t: torch.Tensor) -> torch.Tensor | None:
@@ -527,6 +553,7 @@ class Server:
         self.last_exception: BaseException | None = None
         self.pid = os.getpid()
         self._serving: list[Any] = []  # seq of the requests being served (nested by callbacks)
+        self._watch_fn = self._watch  # one bound method, to recognise it in sys.getprofile()
 
     # ------------------------------------------------------------------ requests
     def handle(self, msg: dict) -> dict:
@@ -607,11 +634,13 @@ class Server:
         and the delegation watch of ``msg["check"]``; the learner's exceptions are reported."""
         watch = self.forbidden.get(str(msg.get("check")))
         timeout = msg.get("timeout")
-        previous_profile = sys.getprofile()
         self._arm(float(timeout) if timeout else None)
+        outer = self._watch_of
         self._watch_of = watch
-        if watch is not None and (watch.codes or watch.cfuncs):
-            sys.setprofile(self._watch)
+        installed = False
+        if watch is not None and (watch.codes or watch.cfuncs) and sys.getprofile() is None:
+            sys.setprofile(self._watch_fn)  # (not over another profiler: a learner's %prun)
+            installed = True
         try:
             return run()
         except (WireError, LearnerRaised) as err:
@@ -628,8 +657,9 @@ class Server:
         finally:
             if self.sandboxed and os.getpid() != self.pid:
                 os._exit(0)  # a process the learner's code forked: it must not answer too
-            sys.setprofile(previous_profile)
-            self._watch_of = None
+            if installed:
+                sys.setprofile(None)
+            self._watch_of = outer
             self._disarm()
 
     def _watch(self, frame: Any, event: str, arg: Any) -> None:
@@ -738,14 +768,16 @@ class Server:
         msg["sync"] = self._sync_out()
         msg["seq"] = self._serving[-1] if self._serving else None
         left = signal.setitimer(signal.ITIMER_REAL, 0)[0] if self.sandboxed else 0.0
-        watch, profile = self._watch_of, sys.getprofile()
+        watch, suspended = self._watch_of, sys.getprofile() is self._watch_fn
         self._watch_of, self._in_learner = None, False
-        sys.setprofile(None)
+        if suspended:  # the check's own code runs now, possibly in this very process
+            sys.setprofile(None)
         try:
             reply = self.transport.request(msg)
         finally:
             self._watch_of, self._in_learner = watch, True
-            sys.setprofile(profile)
+            if suspended:
+                sys.setprofile(self._watch_fn)
             if self.sandboxed and left > 0:
                 signal.setitimer(signal.ITIMER_REAL, left)
         self._receive_common(reply)
