@@ -338,3 +338,13 @@ def test_armijo_junk_from_the_sandbox_is_an_assertion(junk):
     case = check.cases(n_cases=1)[0]
     with pytest.raises(AssertionError):
         check.compare(case, junk, check.expect(case), "case 1")
+
+
+def test_delegating_to_optlib_line_search_scores_nothing():
+    from optlib.experiments import line_search
+
+    def delegating(f, theta, grad, lr, c1, shrink):
+        return line_search.armijo_step(f, theta, grad, lr, c1=c1, shrink=shrink)[0]
+
+    msg = _fails("armijo_step", delegating)
+    assert "optlib.experiments.line_search" in msg and "scores nothing" in msg
