@@ -31,16 +31,16 @@ grader's sandbox unchanged, and ``tests/test_checks.py`` runs every registered c
    process and its result is sent back; a closure that computes a loss and its gradients works).
 2. *Read and set attributes* of what the learner's code returned (``opt.param_groups``,
    ``opt.state_dict()``); methods come back as callables.
-3. *Inspect the results*: plain data comes back as fresh copies (tuples stay tuples, tensors keep
-   dtype, shape, ``requires_grad`` and ``nn.Parameter``); tensors, generators and modules that the
-   probe passed in are *mirrored*: the learner's code works on its own copies, and after every
-   call (and before every callback) whatever it changed (values, ``.grad``, generator state,
-   module parameters and buffers) is written back into the probe's objects, in place; a result
-   that is one of them comes back as the very same object (``is`` holds), so in-place changes and
-   param groups can be checked. Module classes travel as torch.nn's own (a module of another class
-   arrives as a stand-in subclass of its nearest torch.nn base, with the same name and without
-   its methods). Mutate passed tensors with ordinary in-place operations (not through ``.data``
-   or numpy views) before passing them again.
+3. *Inspect the results*: plain data comes back as fresh copies (tuples stay tuples, tensors
+   keep dtype, shape, ``requires_grad`` and ``nn.Parameter``; a generator such as
+   ``model.parameters()`` arrives as an iterator over its items). Tensors, generators and modules
+   that the probe passed in are *mirrored*: the learner's code works on its own copies, and after
+   every call (and before every callback) whatever changed on either side (values, ``.grad``,
+   generator state, module parameters and buffers; compared byte for byte, so writes through
+   ``.data`` count) is written into the other side's objects, in place; a result that is one of
+   them comes back as the very same object (``is`` holds), so in-place changes and param groups
+   can be checked. Module classes travel as torch.nn's own (a module of another class arrives as
+   a stand-in subclass of its nearest torch.nn base, with the same name, without its methods).
 4. Anything else the learner's code returns is a *stand-in*: callable if the original is,
    ``type(x).__name__`` is the learner's type name, attributes as in 2; ``isinstance`` against
    the learner's classes, iteration, indexing and arithmetic on it are not available (ask the
@@ -49,9 +49,10 @@ grader's sandbox unchanged, and ``tests/test_checks.py`` runs every registered c
    :class:`~optlib.course.grading.proxy.AnswerError`); a probe may catch it, otherwise the case
    records ``{"error": ...}`` and ``compare`` reports it. Time limits and a broken sandbox end the
    question with an exception no probe can catch.
-6. Each call has a time limit in the grader; a probe may call as often as it needs (each call is
-   one round trip, about 0.1 ms), and runs in a thread beside other submissions' probes, so it
-   must not rely on global random state (use a ``torch.Generator``).
+6. Each call has a time limit in the grader; a probe may call as often as it needs, but each
+   call (and each callback) is a round trip between two processes, so fewer calls with more data
+   are faster. Probes run in threads beside other submissions' probes: do not rely on global
+   random state (use a ``torch.Generator``).
 
 **Delegation.** An answer that delegates to torch.optim's or optlib's own implementation of the
 method asked for (subclassing it, aliasing it, calling it or its functional form, running it to
@@ -61,7 +62,9 @@ dotted names of classes (their own code and every subclass), functions, or whole
 that is defined in them). An author of a new check adds one line there, or calls it next to
 ``_register``; a check with nothing to forbid says so with an empty list, and
 ``tests/test_checks.py`` fails for a registered check without a declaration. The learner's side
-watches the code that runs while it serves a call (see :mod:`optlib.course.grading.serve`).
+watches the code that runs while it serves a call (see :mod:`optlib.course.grading.serve`; in
+the learner's kernel the watch stands aside when another profiler runs), and the classroom grader
+also reads the answer's own definition in the notebook (:mod:`optlib.course.grading.review`).
 
 This module is the core every chapter's check module builds on: the registry (:data:`CHECKS`,
 :func:`run_check`, :data:`DELEGATION`), seeded problems, and the helpers that turn what a
