@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .assign import assign
 from .grade import grade_folder
+from .report import say
 from .sandbox import Limits, SandboxUnavailable
 
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs=args.jobs,
             resume=args.resume,
             unsandboxed=args.unsafe_run_submissions_as_me,
-            log=print,
+            log=say,
         )
     except SandboxUnavailable as err:
         print(f"error: {err}", file=sys.stderr)

@@ -47,7 +47,7 @@ from ..checks import CHECKS, DELEGATION
 from ..checks._core import delegation_message, not_defined_message
 from .master import Master, Question, TestCall, read_master
 from .proxy import MISSING, SandboxFailure, run_probe
-from .report import CsvOut, Progress, clean, clean_name
+from .report import CsvOut, Progress, clean, clean_name, say
 from .review import review_flags, static_delegation
 from .sandbox import Isolation, Job, Limits
 from .serve import format_error
@@ -368,7 +368,7 @@ def grade_folder(
     jobs: int | None = None,
     resume: bool = False,
     unsandboxed: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = say,
 ) -> list[Row]:
     """Grade every ``*.ipynb`` in ``submissions`` against the master at ``master_path`` into
     the CSV ``out`` (see the module docstring) and return the rows graded in this run.

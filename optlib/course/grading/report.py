@@ -18,7 +18,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["CsvOut", "Progress", "clean", "clean_name"]
+__all__ = ["CsvOut", "Progress", "clean", "clean_name", "say"]
+
+
+def say(line: str) -> None:
+    """Print one line at once (the grader's log, also when redirected to a file)."""
+    print(line, flush=True)
 
 _ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]+")
@@ -92,7 +97,7 @@ class Progress:
         self.total, self.workers, self.log = total, workers, log
         self.done = 0
         self.start = time.monotonic()
-        self.tty = log is print and sys.stdout.isatty()
+        self.tty = log in (print, say) and sys.stdout.isatty()
 
     def estimate(self) -> str:
         if not self.done:
