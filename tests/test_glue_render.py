@@ -45,7 +45,7 @@ title: Demo
 questions:
   - id: demo-rate
     question: 'Is a rate of {glue:text}`rate:.2f` fast?'
-    answer: 'It needs {glue:text}`steps:.0f` steps, about {glue:text}`ratio:.1f` times fewer.'
+    answer: 'It needs {glue:text}`steps:.0f` steps, about {glue:text}`ratio` times fewer.'
     difficulty: easy
     tags: [rate]
     trap: false
@@ -147,7 +147,7 @@ def test_no_glue_warnings(built):
 def test_chapter_page_fills_its_grill_and_exercises(built):
     page = _text(built[2]["chapters/01_demo.html"])
     assert "Is a rate of 0.12 fast?" in page  # grill question (the dropdown's title)
-    assert "It needs 412 steps, about 3.2 times fewer." in page  # grill answer
+    assert "It needs 412 steps, about 3.25 times fewer." in page  # grill answer
     assert "Why does the chapter measure 0.12 and not more?" in page  # exercise statement
     assert "Because 412 steps are needed." in page  # model answer
     assert "{glue" not in page  # no role left raw
@@ -156,7 +156,7 @@ def test_chapter_page_fills_its_grill_and_exercises(built):
 def test_appendix_pastes_values_from_the_chapter(built):
     page = _text(built[2]["appendix.html"])
     assert "Is a rate of 0.12 fast?" in page
-    assert "It needs 412 steps, about 3.2 times fewer." in page
+    assert "It needs 412 steps, about 3.25 times fewer." in page
     assert "{glue" not in page  # no role left raw
 
 
@@ -168,7 +168,7 @@ def test_glue_values_file_for_the_quiz(built):
     assert values == {"01_demo": {"rate": "0.123456", "steps": "412.0", "ratio": "3.25"}}
     bank = grill.load_bank(built[0] / "exercises" / "grill" / "01_demo.yml")
     answer = grill.fill_glue(bank.questions[0].answer, values["01_demo"], bank.chapter)
-    assert answer == "It needs 412 steps, about 3.2 times fewer."
+    assert answer == "It needs 412 steps, about 3.25 times fewer."
 
 
 def test_appendix_follows_a_changed_chapter(tmp_path):
@@ -187,7 +187,7 @@ def test_appendix_follows_a_changed_chapter(tmp_path):
 def test_a_key_the_chapter_does_not_glue_is_a_build_warning(tmp_path):
     src = _project(tmp_path / "book", rate=0.5)
     bank = src / "exercises" / "grill" / "01_demo.yml"
-    bank.write_text(BANK.replace("{glue:text}`ratio:.1f`", "{glue:text}`missing_key:.1f`"))
+    bank.write_text(BANK.replace("{glue:text}`ratio`", "{glue:text}`missing_key:.1f`"))
     _, warnings = _build(src, tmp_path / "html")
     assert "missing_key" in warnings
     assert "appendix" in warnings and "01_demo" in warnings  # both pages say so

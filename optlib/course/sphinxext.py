@@ -244,6 +244,10 @@ def _glue_rewriter(directive: SphinxDirective, name: str, chapter: int | None = 
             return match[0]
         dependents = env.__dict__.setdefault("optlib_glue_dependents", {})
         dependents.setdefault(env.docname, set()).add(doc)
+        if ref.role == "glue:text" and ref.fmt is None:
+            # myst-nb reads the last colon as the format: with a path, `doc::key` alone would
+            # split into key "doc:" and format "key". "s" is what it uses for no format.
+            ref = GlueRef(ref.role, ref.key, ref.doc, "s")
         return f"{{{ref.role}}}`{ref.content(target)}`"
 
     return lambda text: GLUE_ROLE.sub(point, text)
