@@ -397,35 +397,57 @@ class KFAC(Optimizer):
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Take one step; ``closure`` runs the forward and backward passes and returns the loss.
 
-        The eigendecompositions due at this step come first, for every layer together; under
-        torch.compile they run eagerly, outside every loop and in a ``with`` block rather than
-        under a decorator, so that they split the compiled step in two graphs instead of one
-        graph per layer."""
+        The eigendecompositions due at this step come first, for every layer together. Under
+        torch.compile that part, and the step counter, run eagerly, outside every loop and in a
+        ``with`` block rather than under a decorator, so that the update in between compiles to
+        one graph whatever the number of layers."""
         with torch.no_grad():
-            self._in_closure = True
-            try:
-                loss = self._evaluate(closure)
-            finally:
-                self._in_closure = False
-            due = self._layers_due()
-            if due:
-                _refresh_eigenbases([self.state[m.weight] for m in due])
-            self._update()
+            loss = self._evaluate_in_closure(closure) if closure is not None else None
+            decay_on = self._prepare()
+            self._update(decay_on)
+            self._advance()
         return loss
 
-    def _layers_due(self) -> list[nn.Module]:
-        """The layers whose eigenbases are refreshed at this step: every ``TInv`` steps, and at
-        a layer's first step with statistics (also a layer that has no gradient this step)."""
+    # torch 2.13's dynamo drops assignments to an optimizer's attributes inside a compiled
+    # step (it models torch.optim.Optimizer objects specially): the two that change here are
+    # made eagerly.
+    @torch.compiler.disable(reason="sets the optimizer's attributes (lost when traced)")
+    def _evaluate_in_closure(self, closure: Callable[[], Tensor]) -> Tensor:
+        """``closure()`` with gradients on, its passes feeding the statistics in any mode."""
+        self._in_closure = True
+        try:
+            return self._evaluate(closure)
+        finally:
+            self._in_closure = False
+
+    @torch.compiler.disable(reason="sets the optimizer's attributes (lost when traced)")
+    def _advance(self) -> None:
+        self.steps += 1
+
+    @torch.compiler.disable(reason="eigendecompositions and the step counter, eagerly")
+    def _prepare(self) -> bool:
+        r"""Refresh the eigenbases due at this step (every ``TInv`` steps, and at a layer's first
+        step with statistics, whether or not it has a gradient now), check that the layers have
+        statistics at step 0, and return whether weight decay is on (:math:`t \ge 20 T_{cov}`)."""
         due = []
-        for m in self.layers:  # (no .grad here: under torch.compile it would recompile)
+        for m in self.layers:
             state = self.state[m.weight]
             if "A" in state and "G" in state:
                 if self.steps % self.TInv == 0 or "QA" not in state:
-                    due.append(m)
-        return due
+                    due.append(state)
+            elif self.steps == 0 and m.weight.grad is not None:
+                raise RuntimeError(
+                    f"KFAC has no curvature statistics for layer {m}: at step 0 (and every TCov "
+                    "steps) run the forward pass in training mode (model.train()) or inside "
+                    "step(closure), with gradients enabled, then a backward pass with "
+                    "acc_stats=True"
+                )
+        _refresh_eigenbases(due)
+        return self.steps >= 20 * self.TCov
 
-    def _update(self) -> None:
-        """The natural-gradient directions, the KL clip and the SGD-momentum step."""
+    def _update(self, decay_on: bool) -> None:
+        """The natural-gradient directions, the KL clip and the SGD-momentum step (weight decay
+        only when ``decay_on``)."""
         lr = scalar(self.param_groups[0]["lr"])
         damping = self.param_groups[0]["damping"]
         directions: dict[int, Tensor] = {}
@@ -435,14 +457,7 @@ class KFAC(Optimizer):
                 continue
             state = self.state[m.weight]
             if "QA" not in state:
-                if self.steps > 0:
-                    continue  # a layer added later: plain SGD until its first statistics step
-                raise RuntimeError(
-                    f"KFAC has no curvature statistics for layer {m}: at step 0 (and every TCov "
-                    "steps) run the forward pass in training mode (model.train()) or inside "
-                    "step(closure), with gradients enabled, then a backward pass with "
-                    "acc_stats=True"
-                )
+                continue  # a layer added later: plain SGD until its first statistics step
             M = self._grad_matrix(m, state["A"].dtype)
             V = natural_gradient(M, state["QA"], state["dA"], state["QG"], state["dG"], damping)
             vg_sum = vg_sum + host_scalar((V * M).sum()) * lr**2
@@ -451,8 +466,6 @@ class KFAC(Optimizer):
                 V = V[:, :-1]
             directions[id(m.weight)] = V.reshape_as(m.weight).to(m.weight.dtype)
         nu = kl_clip_factor(vg_sum, self.kl_clip)
-
-        decay_on = self.steps >= 20 * self.TCov
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -471,7 +484,6 @@ class KFAC(Optimizer):
                 )
                 if state["momentum_buffer"] is None:
                     del state["momentum_buffer"]
-        self.steps += 1
 
 
     # --- checkpoints --------------------------------------------------------------------
@@ -497,7 +509,6 @@ class KFAC(Optimizer):
                     self.state[p][key] = saved[key].to(device=p.device, copy=True)
 
 
-@torch.compiler.disable(reason="eigendecompositions: float64 eigh, checked eagerly")
 def _refresh_eigenbases(states: list[dict]) -> None:
     """:func:`eigenbasis` of both factors of every layer state given, in place."""
     for state in states:
