@@ -1,7 +1,7 @@
-"""Shampoo's inverse roots batched over factors of equal size (``_matrix.matrix_inverse_roots``):
+"""Shampoo's inverse roots and SOAP's bases batched over factors of equal size (``_matrix``):
 the same roots as one ``matrix_inverse_root`` call per factor, to rounding; a failed or
-non-finite factor is reported in its place without spoiling the batch; and a Shampoo run whose
-blocks share sizes is unchanged."""
+non-finite factor is reported in its place without spoiling the batch; and Shampoo and SOAP
+runs whose factors share sizes are unchanged by the batching."""
 
 import torch
 
@@ -57,4 +57,29 @@ def test_shampoo_with_many_equal_blocks_is_unchanged_by_batching(monkeypatch):
     )
     single = run(lambda ps: optlib.Shampoo(ps, **kw), clone_params(p0), 6)
     assert max(calls) >= 2 * (12 // 4) * (8 // 4)  # one call carried every block's factors
+    assert_close_lists(batched, single, rtol=1e-12, atol=1e-14)
+
+
+def test_soap_bases_are_unchanged_by_batching(monkeypatch):
+    """SOAP's first eigenbases and its QR refreshes, batched over the factors of every tensor
+    that is due, against one decomposition per factor: the same run."""
+    from optlib.optim import soap
+    from optlib.optim._matrix import qr_bases, symmetric_eighs
+
+    p0 = make_params([(6, 6), (6, 6), (6, 4), (4, 6)], seed=5)
+    kw = dict(lr=0.01, precondition_frequency=2, weight_decay=0.0)
+    batched = run(lambda ps: optlib.SOAP(ps, **kw), clone_params(p0), 9)
+    sizes = []
+
+    def each(fn):
+        def one_at_a_time(matrices):
+            sizes.append(len(matrices))
+            return [fn([A])[0] for A in matrices]
+
+        return one_at_a_time
+
+    monkeypatch.setattr(soap, "symmetric_eighs", each(symmetric_eighs))
+    monkeypatch.setattr(soap, "qr_bases", each(qr_bases))
+    single = run(lambda ps: optlib.SOAP(ps, **kw), clone_params(p0), 9)
+    assert max(sizes) >= 8  # one call carried the factors of all four tensors
     assert_close_lists(batched, single, rtol=1e-12, atol=1e-14)

@@ -103,51 +103,81 @@ def matrix_inverse_root(A: Tensor, r: float, epsilon: float) -> Tensor:
     return ((Q * lam.pow(-1.0 / r)) @ Q.T).to(A.dtype)
 
 
-def matrix_inverse_roots(
-    matrices: Sequence[Tensor], rs: Sequence[float], epsilon: float
-) -> list[Tensor | EighError]:
-    r""":func:`matrix_inverse_root` of many matrices, :math:`(A_i + \epsilon I)^{-1/r_i}`,
-    batched: the matrices of equal size, dtype, device and :math:`r` share one call of the batched
-    ``torch.linalg.eigh`` on their stack (in float64), and the same per-matrix perturbation.
-
-    The result is, to rounding, that of :func:`matrix_inverse_root` on each matrix (the batched
-    decomposition runs the same LAPACK routine on each), with one decomposition call per size
-    instead of one per factor: a preconditioner cut into many equal blocks pays the call overheads
-    once per size. A matrix that is not finite, or whose decomposition fails
-    (then the whole batch is redone one matrix at a time, with the shifted retry), gets an
-    :class:`EighError` in its place in the returned list.
-    """
-    out: list[Tensor | EighError | None] = [None] * len(matrices)
+def _batches(matrices: Sequence[Tensor | None], key) -> dict[tuple, list[int]]:
+    """Indices of the matrices grouped by ``key(matrix)`` (``None`` entries left out)."""
     batches: dict[tuple, list[int]] = {}
-    for i, (A, r) in enumerate(zip(matrices, rs, strict=True)):
-        batches.setdefault((A.shape[0], A.dtype, A.device, float(r)), []).append(i)
-    for (n, dtype, device, r), members in batches.items():
+    for i, A in enumerate(matrices):
+        if A is not None:
+            batches.setdefault(key(i, A), []).append(i)
+    return batches
+
+
+def symmetric_eighs(matrices: Sequence[Tensor]) -> list[tuple[Tensor, Tensor] | EighError]:
+    r""":func:`symmetric_eigh` of many matrices, batched: those of equal size and device share one
+    call of ``torch.linalg.eigh`` on their stack, which runs the same LAPACK routine on each, so
+    the result is :func:`symmetric_eigh`'s (bit for bit on this project's CPU). A matrix that is
+    not finite gets an :class:`EighError` in its place; if the batched call fails, its matrices
+    are decomposed one at a time, with the shifted retry."""
+    out: list = [None] * len(matrices)
+    for members in _batches(matrices, lambda i, A: (A.shape[0], A.device)).values():
         stack = torch.stack([matrices[i] for i in members]).to(torch.float64)
         finite = torch.isfinite(stack).flatten(1).all(1).tolist()
-        for i, ok in zip(members, finite):
-            if not ok:
-                out[i] = EighError("matrix has non-finite entries (NaN/inf gradients?)")
-        members = [i for i, ok in zip(members, finite) if ok]
-        if not members:
-            continue
-        if len(members) < len(finite):
+        if not all(finite):
+            for i, ok in zip(members, finite):
+                if not ok:
+                    out[i] = EighError("matrix has non-finite entries (NaN/inf gradients?)")
+            members = [i for i, ok in zip(members, finite) if ok]
+            if not members:
+                continue
             stack = torch.stack([matrices[i] for i in members]).to(torch.float64)
-        eye = torch.eye(n, dtype=torch.float64, device=device)
         try:
-            lam, Q = torch.linalg.eigh(stack + epsilon * eye)
+            lam, Q = torch.linalg.eigh(stack)
         except RuntimeError:  # one of them failed: each on its own, with the shifted retry
             for i in members:
                 try:
-                    out[i] = matrix_inverse_root(matrices[i], r, epsilon)
+                    out[i] = symmetric_eigh(matrices[i])
                 except EighError as error:
                     out[i] = error
             continue
-        lam = lam + (epsilon - lam.min(dim=1, keepdim=True).values).clamp_min(0.0)
-        # Q Λ^(-1/r) Qᵀ one matrix at a time: a batched product of transposed operands is no
-        # faster on the CPU, and this is the very product of matrix_inverse_root
-        for i, q, scale in zip(members, Q, lam.pow(-1.0 / r)):
-            out[i] = ((q * scale) @ q.T).to(dtype)
-    return out  # type: ignore[return-value]
+        for i, lam_i, Q_i in zip(members, lam, Q):
+            out[i] = (lam_i, Q_i)
+    return out
+
+
+def matrix_inverse_roots(
+    matrices: Sequence[Tensor], rs: Sequence[float], epsilon: float
+) -> list[Tensor | EighError]:
+    r""":func:`matrix_inverse_root` of many matrices, :math:`(A_i + \epsilon I)^{-1/r_i}`, with
+    the eigendecompositions batched over matrices of equal size (:func:`symmetric_eighs`): the
+    same roots, with one decomposition call per size instead of one per matrix (a preconditioner
+    cut into many equal blocks pays the call overheads once per size). A matrix whose
+    decomposition fails, or that is not finite, gets an :class:`EighError` in its place.
+    """
+    ridges = [
+        A.to(torch.float64) + epsilon * torch.eye(A.shape[0], dtype=torch.float64, device=A.device)
+        for A in matrices
+    ]
+    out: list[Tensor | EighError] = []
+    for A, r, result in zip(matrices, rs, symmetric_eighs(ridges), strict=True):
+        if isinstance(result, EighError):
+            out.append(result)
+            continue
+        lam, Q = result
+        lam = lam + max(epsilon - float(lam.min()), 0.0)
+        out.append(((Q * lam.pow(-1.0 / r)) @ Q.T).to(A.dtype))
+    return out
+
+
+def qr_bases(matrices: Sequence[Tensor]) -> list[Tensor]:
+    r"""The :math:`Q` of ``torch.linalg.qr`` of each matrix, batched over matrices of equal shape,
+    dtype and device (the same LAPACK routine on each: the same :math:`Q` as one call each)."""
+    out: list = [None] * len(matrices)
+    key = lambda i, A: (tuple(A.shape), A.dtype, A.device)  # noqa: E731
+    for members in _batches(matrices, key).values():
+        Q = torch.linalg.qr(torch.stack([matrices[i] for i in members])).Q
+        for i, Q_i in zip(members, Q):
+            out[i] = Q_i
+    return out
 
 
 def state_dtype(param: Tensor) -> torch.dtype:

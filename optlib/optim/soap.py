@@ -61,6 +61,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -70,9 +71,10 @@ from ._matrix import (
     EighError,
     mode_gram,
     mode_product,
+    qr_bases,
     restore_float32_state,
     state_dtype,
-    symmetric_eigh,
+    symmetric_eighs,
 )
 from ._validate import (
     check_betas,
@@ -150,23 +152,25 @@ def update_factors(factors: list[Tensor | None], G: Tensor, shampoo_beta: float)
 
 def eigenbases(factors: list[Tensor | None]) -> list[Tensor | None]:
     r"""The initial bases: eigenvectors of every factor, largest eigenvalue first (``eigh`` in
-    float64). The identity, with a warning, if the eigendecomposition fails."""
+    float64, batched over factors of equal size: :func:`._matrix.symmetric_eighs`, the same
+    vectors as one call each). The identity, with a warning, if the eigendecomposition fails."""
+    results = iter(symmetric_eighs([F for F in factors if F is not None]))
     bases: list[Tensor | None] = []
     for F in factors:
         if F is None:
             bases.append(None)
             continue
-        try:
-            _, Q = symmetric_eigh(F)
-            bases.append(Q.flip(1).to(F.dtype))
-        except EighError as error:
+        result = next(results)
+        if isinstance(result, EighError):
             warnings.warn(
-                f"SOAP: eigh of a {F.shape[0]}x{F.shape[0]} factor failed ({error}); "
+                f"SOAP: eigh of a {F.shape[0]}x{F.shape[0]} factor failed ({result}); "
                 "starting from the identity basis",
                 RuntimeWarning,
                 stacklevel=4,
             )
             bases.append(torch.eye(F.shape[0], dtype=F.dtype, device=F.device))
+        else:
+            bases.append(result[1].flip(1).to(F.dtype))
     return bases
 
 
@@ -176,8 +180,26 @@ def refreshed_bases(
     r"""One power-iteration step and a QR per factor, :math:`Q \leftarrow
     \operatorname{qr}(F Q)`, after sorting the columns of :math:`Q` by the estimated
     eigenvalues :math:`\operatorname{diag}(Q^\top F Q)` (largest first). ``v`` (in the viewed
-    shape) is permuted along each dimension like the columns; returns the new bases and ``v``."""
-    new_bases: list[Tensor | None] = []
+    shape) is permuted along each dimension like the columns; returns the new bases and ``v``.
+    (:func:`_refresh_all` runs this for many tensors with the QRs batched.)"""
+    plan, v = _refresh_plan(factors, bases, v)
+    return _apply_plan(plan, qr_bases([x.matrix for x in plan if isinstance(x, _QR)])), v
+
+
+@dataclass
+class _QR:
+    """In a refresh plan: the matrix :math:`F Q` whose QR gives a new basis, of ``dtype``."""
+
+    matrix: Tensor
+    dtype: torch.dtype
+
+
+def _refresh_plan(
+    factors: list[Tensor | None], bases: list[Tensor | None], v: Tensor
+) -> tuple[list, Tensor]:
+    """:func:`refreshed_bases` up to the QRs: per factor the kept basis (or ``None``), or the
+    matrix :math:`F Q_{:, \text{order}}` to factorise (a :class:`_QR`), and ``v`` permuted."""
+    new_bases: list = []
     for i, (F, Q) in enumerate(zip(factors, bases)):
         if F is None or Q is None:
             new_bases.append(Q)
@@ -193,8 +215,14 @@ def refreshed_bases(
         F64, Q64 = F.to(torch.float64), Q.to(torch.float64)
         order = torch.argsort((Q64.T @ F64 @ Q64).diagonal(), descending=True)
         v = v.index_select(i, order)
-        new_bases.append(torch.linalg.qr(F64 @ Q64[:, order]).Q.to(F.dtype))
+        new_bases.append(_QR(F64 @ Q64[:, order], F.dtype))
     return new_bases, v
+
+
+def _apply_plan(plan: list, qs: list[Tensor]) -> list[Tensor | None]:
+    """The bases of a refresh plan, given the :math:`Q` of its :class:`_QR` entries in order."""
+    qs_left = iter(qs)
+    return [next(qs_left).to(x.dtype) if isinstance(x, _QR) else x for x in plan]
 
 
 def soap_update(
@@ -264,23 +292,39 @@ def soap_refresh(state: dict, view: _View) -> None:
     the eigenvectors of the factors (:func:`eigenbases`); later, one power-iteration step and QR
     (:func:`refreshed_bases`), with :math:`v` permuted and :math:`m` rotated from the old basis
     into the new one."""
-    if "Q" not in state:
-        state["Q"] = eigenbases(state["factors"])
-        return
-    m, v, Q = state["m"], state["v"], state["Q"]
-    m_original = view.back(mode_product(view.to(m), Q, transpose=True))
-    Q, v_view = refreshed_bases(state["factors"], Q, view.to(v))
-    state["Q"] = Q
-    state["v"] = view.back(v_view).contiguous()
-    state["m"] = view.back(mode_product(view.to(m_original), Q)).contiguous()
+    soap_refresh_many([(state, view)])
+
+
+def soap_refresh_many(due: list[tuple[dict, _View]]) -> None:
+    r""":func:`soap_refresh` for many tensors at once, with the decompositions batched over
+    factors of equal size: one ``eigh`` call per size for every first basis
+    (:func:`eigenbases`), one ``qr`` call per size for every refresh
+    (:func:`._matrix.qr_bases`). LAPACK runs the same routine on each matrix of a batch, so the
+    bases are those of one call per factor."""
+    first = [state for state, _ in due if "Q" not in state]
+    bases = iter(eigenbases([F for state in first for F in state["factors"]]))
+    for state in first:
+        state["Q"] = [next(bases) for _ in state["factors"]]
+    plans = []
+    for state, view in due:
+        if any(state is s for s in first):
+            continue
+        m_original = view.back(mode_product(view.to(state["m"]), state["Q"], transpose=True))
+        plan, v_view = _refresh_plan(state["factors"], state["Q"], view.to(state["v"]))
+        plans.append((state, view, m_original, plan, v_view))
+    qs = iter(qr_bases([x.matrix for *_, plan, _ in plans for x in plan if isinstance(x, _QR)]))
+    for state, view, m_original, plan, v_view in plans:
+        Q = _apply_plan(plan, [next(qs) for x in plan if isinstance(x, _QR)])
+        state["Q"] = Q
+        state["v"] = view.back(v_view).contiguous()
+        state["m"] = view.back(mode_product(view.to(m_original), Q)).contiguous()
 
 
 @torch.compiler.disable(reason="basis refreshes: float64 eigh/QR and finiteness checks, eager")
 def _refresh_all(due: list[tuple[dict, _View]]) -> None:
-    """:func:`soap_refresh` for every tensor that is due; under torch.compile it runs eagerly,
-    one graph break per refresh step, so the per-step update stays one compiled graph."""
-    for state, view in due:
-        soap_refresh(state, view)
+    """:func:`soap_refresh_many` for every tensor that is due; under torch.compile it runs
+    eagerly, one graph break per refresh step, so the per-step update stays one compiled graph."""
+    soap_refresh_many(due)
 
 
 class SOAP(Optimizer):
