@@ -35,6 +35,15 @@ from tests.browser import (
 
 pytestmark = pytest.mark.slow
 
+# Problems only a notebook's author can fix, waiting for the chapter's engineer: each entry is
+# (page, a piece of the problem's text). They are printed, not failed; an entry that no longer
+# matches any problem fails, so the list only shrinks.
+KNOWN_NOTEBOOK_DEFECTS: list[tuple[str, str]] = [
+    # exercises/05 q4: a $$ block inside a paragraph (no blank lines around it) pairs the wrong
+    # dollars, and the next sentence is typeset as one long formula
+    ("chapters/05_adam_and_bias_correction.html", "isatmost5,andAdam"),
+]
+
 # Headings a chapter repeats in its page contents, waiting for the chapter's engineer (reported,
 # not failed; an entry that is no longer true fails, so the list only shrinks).
 KNOWN_DUPLICATE_HEADINGS: dict[str, set[str]] = {
@@ -168,7 +177,7 @@ def _audit(browser, base: str, site: Path, viewport: dict, explorers: bool) -> l
             page = ctx.new_page()
             where = f"{rel} ({base.split(':')[0]}, {viewport['width']} px)"
             problems += [f"{where}: {p}" for p in _load(page, f"{base}/{rel}")]
-            if 'http-equiv="refresh"' in file.read_text(errors="replace"):
+            if 'http-equiv="refresh"' in file.read_text(errors="replace").lower():
                 page.close()  # a redirect (index.html): its target is checked on its own
                 continue
             found = page.evaluate(_INSPECT)
@@ -195,6 +204,15 @@ def test_every_page_over_file_and_http_offline():
         with serve(site) as base:
             problems += _audit(browser, base, site, DESKTOP, explorers=True)
             problems += _audit(browser, base, site, PHONE, explorers=False)
+    known = [p for p in problems if any(p.startswith(page) and bit in p
+                                        for page, bit in KNOWN_NOTEBOOK_DEFECTS)]  # fmt: skip
+    for p in known:
+        print(f"known, for the chapter's engineer: {p}")
+    stale = [(page, bit) for page, bit in KNOWN_NOTEBOOK_DEFECTS
+             if (site / page).is_file() and not any(p.startswith(page) and bit in p
+                                                     for p in problems)]  # fmt: skip
+    problems = [p for p in problems if p not in known]
+    assert not stale, f"fixed, remove from KNOWN_NOTEBOOK_DEFECTS: {stale}"
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:80])
 
 
