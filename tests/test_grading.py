@@ -391,7 +391,8 @@ def released(tmp_path_factory):
 
 def _honest(student: dict, sol: list[str]) -> dict[str, dict | bytes]:
     """Notebooks whose grader.check passes in Jupyter, in the shapes issue 15 found mis-graded."""
-    numpy_q2 = "def largest_stable_lr(A):\n    return float(2 / np.linalg.eigvalsh(A.numpy()).max())\n"
+    numpy_q2 = ("def largest_stable_lr(A):\n"
+                "    return float(2 / np.linalg.eigvalsh(A.numpy()).max())\n")  # fmt: skip
     numpy_in_q1 = with_answers(student, ["import numpy as np\n\n" + sol[0], numpy_q2, sol[2]])
     timed = with_answers(student, ["%%time\n" + sol[0] + "\n%time x = 1\n", sol[1], sol[2]])
     no_tags = with_answers(student, sol)
@@ -467,7 +468,7 @@ def graded(released, tmp_path_factory):
     host_tmp_before = set(os.listdir("/tmp")) | set(os.listdir("/dev/shm"))
     csv_path = tmp_path_factory.mktemp("out") / "grades.csv"
     done = grade(folder, csv_path, "--timeout", "15", "--cell-timeout", "3", "--memory-mb",
-                 "1024", "--disk-mb", "32", "--jobs", "2")  # fmt: skip
+                 "1024", "--disk-mb", "32", "--max-files", "2000", "--jobs", "2")  # fmt: skip
     csv_path.with_suffix(".log").write_text(done.stdout + done.stderr)  # for a human look
     assert done.returncode == 0, done.stderr[-3000:]
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -576,8 +577,9 @@ def test_one_job_cannot_damage_the_others(graded):
 
 
 def test_limits_hold_for_the_whole_job(graded):
-    """150 000 files in /tmp (q1), 1 GiB into a 32 MiB /tmp (q2), four children holding 250 MB
-    each under 1 GiB for the job (q3): each answer is defined only if the attack succeeded."""
+    """150 000 files in /tmp (2000 allowed, q1), 1 GiB into a 32 MiB /tmp (q2), four children
+    holding 250 MB each under 1 GiB for the job (q3): each answer is defined only if the attack
+    succeeded."""
     row = graded["rows"]["v_limits"]
     assert scores(row) == (0, 0, 0, 0), row["notes"]
     assert "files" in row["notes"].split(" | q2: ")[0]

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--memory-mb", type=int, default=4096, help="memory of a whole job")
     g.add_argument("--processes", type=int, default=64, help="processes+threads of a job")
     g.add_argument("--disk-mb", type=int, default=64, help="size of each private tmpfs")
+    g.add_argument("--max-files", type=int, default=20000, help="files in the private tmpfs")
     g.add_argument("--seed", type=int, default=None, help="reproduce a run's inputs")
     g.add_argument(
         "--unsafe-run-submissions-as-me",
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_mb=args.memory_mb,
         processes=args.processes,
         disk_mb=args.disk_mb,
+        files=args.max_files,
     )
     try:
         grade_folder(

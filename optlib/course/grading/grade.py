@@ -204,9 +204,11 @@ class _Runner:
     def _cell(self, pos: int) -> None:
         """Run cell ``pos``; a job lost here costs the next question."""
         self.history.append(pos)
-        if time.monotonic() > min(self.end, self.question_end) or self.lost is not None:
-            if self.lost is None:
-                self.lost = "timeout: the question's time limit was reached"
+        if self.lost is not None:
+            return  # the job is gone; a fresh one re-runs this cell for the next question
+        if time.monotonic() > min(self.end, self.question_end):
+            self.lost = "timeout: the question's time limit was reached"
+            self.close()  # the cells it did not run are re-run by the next question's job
             return
         try:
             self._job()
