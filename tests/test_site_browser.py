@@ -49,6 +49,8 @@ KNOWN_NOTEBOOK_DEFECTS: list[tuple[str, str]] = [
 KNOWN_DUPLICATE_HEADINGS: dict[str, set[str]] = {
     "chapters/02_stochastic_gradient_descent.html": {"The estimate is unbiased"},
     "chapters/04_adagrad_and_rmsprop.html": {"Centred RMSProp"},
+    # chapter 8 (being written): "The idea" and "The math" once for Lion and once for Adafactor
+    "chapters/08_sign_and_memory_light.html": {"The idea", "The math"},
 }
 
 _MATHJAX_DONE = """() => new Promise(resolve => {
