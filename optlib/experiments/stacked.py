@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .._seed import derive_seed
+from ..problems.charlm import lm_loss
 from ..problems.workloads import Workload, workload
 
 __all__ = [
@@ -46,6 +47,8 @@ COUPLED = ("LBFGS", "KFAC", "LAMB")
 # Optimizers whose update of each entry depends only on that entry's gradient and state and on
 # the group's hyperparameters: one view may cover several copies (see StackedModels.views).
 ELEMENTWISE = ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Lion")
+# Losses that are a mean of per-example (or per-token) cross-entropies: one call for all copies.
+_MEAN_CROSS_ENTROPY = (nn.functional.cross_entropy, lm_loss)
 
 
 class StackedModels(nn.Module):
@@ -135,8 +138,17 @@ class StackedModels(nn.Module):
     def losses(self, loss_fn: Callable[[Tensor, Tensor], Tensor], X: Tensor, y: Tensor, *,
                per_model: bool = False) -> Tensor:  # fmt: skip
         """Each copy's mean loss, shape ``(K,)``; ``per_model`` as in :meth:`forward` (then
-        ``y`` has a leading ``K`` too)."""
+        ``y`` has a leading ``K`` too). A mean cross-entropy (torch's, or
+        :func:`~optlib.problems.charlm.lm_loss`) is computed on all copies' outputs at once;
+        any other loss is mapped over the copies."""
         params, buffers = self.tensors(), self._buffers_stacked
+        if loss_fn in _MEAN_CROSS_ENTROPY:
+            out = self(X, per_model=per_model)
+            target = y if per_model else y.expand(out.shape[0], *y.shape)
+            each = nn.functional.cross_entropy(
+                out.reshape(-1, out.shape[-1]), target.reshape(-1), reduction="none"
+            )
+            return each.reshape(out.shape[0], -1).mean(1)
         if self.vectorize:
             dim = 0 if per_model else None
             fn = vmap(lambda p, b, x, t: loss_fn(self._call(p, b, x, {}), t),
@@ -187,11 +199,13 @@ class UpdateSize:
         self.history: list[np.ndarray] = []
 
     def __call__(self, t: int, stacked: StackedModels) -> None:
-        total = torch.zeros(stacked.n_models, dtype=torch.float64)
+        squares = []
         for before, p in zip(self.previous, stacked.tensors().values()):
             now = p.detach()
-            total += (now - before).double().pow(2).flatten(1).sum(1)
+            before.sub_(now)  # -(theta_t - theta_{t-1}), then back to theta_t below
+            squares.append(before.flatten(1).pow(2).sum(1, dtype=torch.float64))
             before.copy_(now)
+        total = torch.stack(squares).sum(0)
         self.history.append((total / self.per_copy).sqrt().numpy())
 
     @property
