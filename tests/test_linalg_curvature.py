@@ -215,3 +215,175 @@ def test_bad_arguments_raise_value_error_naming_the_parameter(mlp):
     for call, name in cases:
         with pytest.raises(ValueError, match=rf"Invalid {name}\b"):
             call()
+
+
+# ------------------------------------------------------------------ chapter 9's additions
+
+
+def test_exact_hessian_is_the_same_whatever_the_chunk(mlp):
+    loss = mlp.loss
+    one = la.exact_hessian(loss, mlp.params, chunk=1)
+    for chunk in (7, 38, 1000):
+        # the same products, vectorised over more rows: the same arithmetic per row
+        torch.testing.assert_close(la.exact_hessian(loss, mlp.params, chunk=chunk), one, **CLOSE)
+    torch.testing.assert_close(one, mlp.H, **CLOSE)
+
+
+def _quadratic(H):
+    theta = torch.zeros(H.shape[0], dtype=F64, requires_grad=True)
+    return (lambda: 0.5 * theta @ H @ theta), [theta]
+
+
+def test_hutchinson_variance_is_the_exact_rademacher_variance_by_enumeration():
+    g = torch.Generator().manual_seed(4)
+    A = torch.randn(4, 4, generator=g, dtype=F64)
+    H = A + A.T
+    signs = torch.tensor(
+        [[1 - 2 * ((k >> i) & 1) for i in range(4)] for k in range(16)], dtype=F64
+    )  # all 16 sign vectors, each with probability 1/16
+    samples = signs * (signs @ H)  # u * (H u), one row per u
+    torch.testing.assert_close(samples.mean(0), H.diagonal(), rtol=0, atol=1e-14)
+    # population variance over the 16 equally likely probes; sums of 16 terms of size ~10
+    torch.testing.assert_close(
+        samples.var(0, unbiased=False), la.hutchinson_variance(H), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_gaussian_probes_are_unbiased_with_2_hii_squared_more_variance():
+    g = torch.Generator().manual_seed(5)
+    A = torch.randn(6, 6, generator=g, dtype=F64)
+    H = A + A.T + 4 * torch.eye(6, dtype=F64)  # a heavy diagonal: the difference shows
+    loss, params = _quadratic(H)
+    S = 4000
+    for distribution in ("rademacher", "gaussian"):
+        samples = la.hutchinson_samples(loss, params, S, seed=1, distribution=distribution)
+        assert samples.shape == (S, 6)
+        var = la.hutchinson_variance(H, distribution)
+        # the mean of S samples has standard error sqrt(var / S): 5 of them is a wide margin
+        assert ((samples.mean(0) - H.diagonal()).abs() < 5 * (var / S).sqrt()).all()
+        # a sample variance of S draws is within ~sqrt(2 / S) * kurtosis factor (~0.05 for
+        # these sums of products) of the truth: 20% is 4 standard errors
+        torch.testing.assert_close(samples.var(0), var, rtol=0.2, atol=0)
+    expected_gap = 2 * H.diagonal() ** 2
+    gap = la.hutchinson_variance(H, "gaussian") - la.hutchinson_variance(H, "rademacher")
+    torch.testing.assert_close(gap, expected_gap, rtol=1e-14, atol=0)
+
+
+def test_hutchinson_samples_average_to_hutchinson_diag_with_the_same_probes(mlp):
+    for distribution in ("rademacher", "gaussian"):
+        rows = la.hutchinson_samples(mlp.loss, mlp.params, 16, seed=3, distribution=distribution)
+        mean = la.flatten(
+            la.hutchinson_diag(mlp.loss, mlp.params, 16, seed=3, distribution=distribution)
+        )
+        # the same 16 terms summed in another order: a few ulps of the largest term
+        torch.testing.assert_close(rows.mean(0), mean, rtol=1e-12, atol=1e-14)
+    rademacher = la.hutchinson_samples(mlp.loss, mlp.params, 4, seed=3)
+    gaussian = la.hutchinson_samples(mlp.loss, mlp.params, 4, seed=3, distribution="gaussian")
+    assert not torch.equal(rademacher, gaussian)
+
+
+def test_gaussian_probe_is_not_exact_for_a_diagonal_hessian():
+    H = torch.diag(torch.tensor([1.0, -2.0, 3.0], dtype=F64))
+    loss, params = _quadratic(H)
+    exact = la.hutchinson_samples(loss, params, 5, seed=0)
+    # u_i^2 = 1 exactly: every sample is the diagonal
+    assert torch.equal(exact, H.diagonal().expand(5, 3))
+    gaussian = la.hutchinson_samples(loss, params, 5, seed=0, distribution="gaussian")
+    assert (gaussian - H.diagonal()).abs().max() > 0.01
+    assert torch.equal(la.hutchinson_variance(H), torch.zeros(3, dtype=F64))
+
+
+class Softmax:
+    """A softmax regression (logits linear in the parameters) and a tanh MLP on seeded data."""
+
+    def __init__(self, hidden: int | None, seed: int = 0, n: int = 12) -> None:
+        g = torch.Generator().manual_seed(seed)
+        layers = [nn.Linear(4, 3)] if hidden is None else [
+            nn.Linear(4, hidden), nn.Tanh(), nn.Linear(hidden, 3)]  # fmt: skip
+        self.model = nn.Sequential(*layers).to(F64)
+        with torch.no_grad():
+            for p in self.model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=F64))
+        self.X = torch.randn(n, 4, generator=g, dtype=F64)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+        self.params = list(self.model.parameters())
+
+    def loss(self):
+        return nn.functional.cross_entropy(self.model(self.X), self.y)
+
+    def gauss_newton_by_loop(self):
+        """sum_r J_r^T (diag p - p p^T) J_r / R, one row r and one class c at a time."""
+        rows = []
+        for x in self.X:
+            z = self.model(x)
+            J = torch.stack([la.flatten(torch.autograd.grad(z[c], self.params,
+                                                            retain_graph=True))
+                             for c in range(3)])  # fmt: skip
+            p = torch.softmax(z.detach(), -1)
+            rows.append(J.T @ (torch.diag(p) - torch.outer(p, p)) @ J)
+        return torch.stack(rows).mean(0)
+
+
+def test_gauss_newton_against_a_loop_and_its_diagonal():
+    for hidden in (None, 5):
+        problem = Softmax(hidden)
+        G = la.gauss_newton(problem.model(problem.X), problem.params, chunk=5)
+        torch.testing.assert_close(G, problem.gauss_newton_by_loop(), **CLOSE)
+        torch.testing.assert_close(G, G.T, rtol=0, atol=1e-15)
+        # positive semi-definite: eigenvalues >= 0 up to rounding of ||G||
+        assert float(torch.linalg.eigvalsh(G).min()) > -1e-12 * float(G.abs().max())
+        diag = la.gauss_newton_diag(problem.model(problem.X), problem.params)
+        assert [d.shape for d in diag] == [p.shape for p in problem.params]
+        torch.testing.assert_close(la.flatten(diag), G.diagonal(), **CLOSE)
+
+
+def test_gauss_newton_is_the_hessian_when_logits_are_linear_in_the_parameters():
+    problem = Softmax(None)
+    H = la.exact_hessian(problem.loss, problem.params)
+    G = la.gauss_newton(problem.model(problem.X), problem.params)
+    torch.testing.assert_close(G, H, **CLOSE)
+    # not so for the MLP: the residual term makes some of H's diagonal negative there
+    mlp = Softmax(5, seed=2, n=40)
+    H = la.exact_hessian(mlp.loss, mlp.params)
+    G = la.gauss_newton_diag(mlp.model(mlp.X), mlp.params)
+    assert (H.diagonal() < 0).any() and (la.flatten(G) >= 0).all()
+    assert float((H.diagonal() - la.flatten(G)).abs().max()) > 1e-3
+
+
+def test_gauss_newton_of_sequence_logits_averages_over_every_row():
+    problem = Softmax(5, n=12)
+    flat = la.gauss_newton(problem.model(problem.X), problem.params)
+    as_sequences = la.gauss_newton(problem.model(problem.X.reshape(3, 4, 4)), problem.params)
+    torch.testing.assert_close(as_sequences, flat, **CLOSE)
+
+
+def test_empirical_fisher_is_the_mean_squared_per_example_gradient():
+    problem = Softmax(5, n=6)
+    losses = nn.functional.cross_entropy(problem.model(problem.X), problem.y, reduction="none")
+    F = la.flatten(la.empirical_fisher_diag(losses, problem.params, chunk=4))
+    per_example = torch.stack(
+        [la.flatten(torch.autograd.grad(losses[r], problem.params, retain_graph=True))
+         for r in range(6)]
+    )  # fmt: skip
+    torch.testing.assert_close(F, (per_example**2).mean(0), **CLOSE)
+    # Adam's second moment, B E[g_B^2] over batches of B = 2 drawn with replacement (all 36
+    # ordered pairs, equally likely), is F + (B - 1) (grad L)^2 exactly
+    B, mean_grad = 2, per_example.mean(0)
+    pairs = torch.stack([(per_example[a] + per_example[b]) / 2 for a in range(6) for b in range(6)])
+    torch.testing.assert_close(B * (pairs**2).mean(0), F + (B - 1) * mean_grad**2, **CLOSE)
+
+
+def test_curvature_additions_reject_bad_arguments(mlp):
+    cases = [
+        (lambda: la.hutchinson_diag(mlp.loss, mlp.params, distribution="uniform"), "distribution"),
+        (lambda: la.hutchinson_samples(mlp.loss, mlp.params, n_samples=0), "n_samples"),
+        (lambda: la.hutchinson_variance(torch.zeros(2, 3)), "H"),
+        (lambda: la.hutchinson_variance(torch.eye(2), "cauchy"), "distribution"),
+        (lambda: la.exact_hessian(mlp.loss, mlp.params, chunk=0), "chunk"),
+        (lambda: la.gauss_newton(torch.zeros(3, 2), mlp.params), "logits"),
+        (lambda: la.gauss_newton_diag(mlp.model(mlp.X), []), "params"),
+        (lambda: la.empirical_fisher_diag(mlp.loss(), mlp.params), "losses"),
+    ]
+    for call, name in cases:
+        with pytest.raises(ValueError, match=rf"Invalid {name}\b"):
+            call()

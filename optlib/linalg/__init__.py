@@ -10,7 +10,8 @@ One module per job:
 * :mod:`~optlib.linalg.newton`: Newton's method with optional damping and line search;
 * :mod:`~optlib.linalg.spectra`: seeded test matrices with a known spectrum, condition numbers;
 * :mod:`~optlib.linalg.curvature`: Hessian-vector products, power iteration for the top Hessian
-  eigenvalue, Hutchinson's diagonal estimator, exact Hessians of small models.
+  eigenvalue, Hutchinson's diagonal estimator and its variance, exact Hessians and Gauss-Newton
+  matrices of small models, the empirical Fisher diagonal.
 
 Solvers take ``A`` as a dense tensor or a matvec callable and return a
 :class:`~optlib.linalg.results.SolveResult` with the residual-norm history
@@ -19,10 +20,15 @@ Solvers take ``A`` as a dense tensor or a matvec callable and return a
 
 from .curvature import (
     EigenResult,
+    empirical_fisher_diag,
     exact_hessian,
     exact_hessian_diag,
     flatten,
+    gauss_newton,
+    gauss_newton_diag,
     hutchinson_diag,
+    hutchinson_samples,
+    hutchinson_variance,
     hvp,
     top_hessian_eigenvalue,
     unflatten,
@@ -88,4 +94,9 @@ __all__ = [
     "exact_hessian_diag",
     "top_hessian_eigenvalue",
     "hutchinson_diag",
+    "hutchinson_samples",
+    "hutchinson_variance",
+    "gauss_newton",
+    "gauss_newton_diag",
+    "empirical_fisher_diag",
 ]

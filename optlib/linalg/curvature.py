@@ -14,8 +14,17 @@ From products alone we get
   :math:`v \leftarrow Hv/\|Hv\|`, :math:`\lambda \approx v^\top H v` (Golub & Van Loan, 2013,
   §8.2.1);
 * the diagonal (Sophia's and AdaHessian's preconditioner, chapter 9) by Hutchinson's estimator
-  :math:`\operatorname{diag}(H) = \mathbb E[u \odot Hu]` for Rademacher :math:`u`
-  (Hutchinson, 1989; Bekas, Kokiopoulou & Saad, 2007).
+  :math:`\operatorname{diag}(H) = \mathbb E[u \odot Hu]` for Rademacher (or Gaussian) :math:`u`
+  (Hutchinson, 1989; Bekas, Kokiopoulou & Saad, 2007), whose exact variance
+  :func:`hutchinson_variance` gives from :math:`H`.
+
+For the cross-entropy of a model's logits :math:`z` the Hessian splits into the Gauss-Newton
+matrix :math:`G = J^\top (\operatorname{diag} p - pp^\top) J` (positive semi-definite; the
+matrix Sophia's Gauss-Newton-Bartlett estimator targets) and a term weighted by the residuals
+:math:`p - y` (Schraudolph, 2002; Martens, 2020). :func:`gauss_newton` and
+:func:`gauss_newton_diag` compute :math:`G` exactly for small models from the Jacobian of the
+logits; :func:`empirical_fisher_diag` the mean of squared per-example gradients, which Adam's
+second moment estimates (up to the batch size and the mean gradient), for comparison.
 
 ``loss`` is either a scalar tensor that still has its autograd graph, or a zero-argument
 callable returning one (re-evaluated on each call); ``params`` is a list of tensors with
@@ -43,7 +52,14 @@ __all__ = [
     "EigenResult",
     "top_hessian_eigenvalue",
     "hutchinson_diag",
+    "hutchinson_samples",
+    "hutchinson_variance",
+    "gauss_newton",
+    "gauss_newton_diag",
+    "empirical_fisher_diag",
 ]
+
+DISTRIBUTIONS = ("rademacher", "gaussian")
 
 LossLike = Tensor | Callable[[], Tensor]
 
@@ -134,20 +150,46 @@ def hvp(loss: LossLike, params: Sequence[Tensor], v: Tensor | Sequence[Tensor]):
     return flatten(Hv) if flat else Hv
 
 
-def exact_hessian(loss: LossLike, params: Sequence[Tensor]) -> Tensor:
+def _hvps_batched(grads: list[Tensor], params: list[Tensor], V: Tensor) -> Tensor:
+    r"""The products :math:`H v_k` for the rows :math:`v_k` of ``V`` (``k × N``), as the rows of
+    a ``k × N`` tensor: one double backward vectorised over the rows
+    (``is_grads_batched``), the same arithmetic as :func:`_hvp_from_gradient` row by row."""
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    if not live:  # the gradient does not depend on the parameters: H = 0
+        return torch.zeros_like(V)
+    sizes = [p.numel() for p in params]
+    rows = [piece.reshape(len(V), *p.shape) for piece, p in zip(V.split(sizes, dim=1), params)]
+    products = torch.autograd.grad(
+        [grads[i] for i in live],
+        params,
+        grad_outputs=[rows[i] for i in live],
+        retain_graph=True,
+        allow_unused=True,
+        is_grads_batched=True,
+    )
+    return torch.cat(
+        [
+            torch.zeros(len(V), p.numel(), dtype=V.dtype, device=V.device)
+            if Hv is None
+            else Hv.detach().reshape(len(V), -1)
+            for p, Hv in zip(params, products)
+        ],
+        dim=1,
+    )
+
+
+def exact_hessian(loss: LossLike, params: Sequence[Tensor], *, chunk: int = 256) -> Tensor:
     r"""The full :math:`N\times N` Hessian over the flattened ``params``, one row per
-    coordinate (:math:`N` Hessian-vector products with the unit vectors :math:`e_i`). Only
-    for small models: it is the reference the estimators are checked against."""
+    coordinate: the Hessian-vector products with the unit vectors :math:`e_i`, ``chunk`` of
+    them per vectorised double backward. Only for small models: it is the reference the
+    estimators are checked against."""
     params = _check_params(params)
+    chunk = check_positive_int("chunk", chunk)
     value = _loss(loss)
     grads = _gradient_with_graph(value, params)
     N = sum(p.numel() for p in params)
-    rows = []
-    for i in range(N):
-        e_i = torch.zeros(N, dtype=params[0].dtype, device=params[0].device)
-        e_i[i] = 1.0
-        rows.append(flatten(_hvp_from_gradient(grads, params, unflatten(e_i, params))))
-    return torch.stack(rows)
+    eye = torch.eye(N, dtype=params[0].dtype, device=params[0].device)
+    return torch.cat([_hvps_batched(grads, params, eye[i : i + chunk]) for i in range(0, N, chunk)])
 
 
 def exact_hessian_diag(loss: LossLike, params: Sequence[Tensor]) -> list[Tensor]:
@@ -234,8 +276,51 @@ def top_hessian_eigenvalue(
     )
 
 
+def _probe(p: Tensor, gen: torch.Generator, distribution: str) -> Tensor:
+    """One probe shaped like ``p``: independent ±1 (Rademacher) or standard normal entries."""
+    if distribution == "rademacher":
+        u = torch.randint(0, 2, p.shape, generator=gen) * 2 - 1
+    else:
+        u = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+    return u.to(p.dtype).to(p.device)
+
+
+def _check_distribution(distribution: str) -> str:
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"Invalid distribution: {distribution!r}; allowed are {', '.join(DISTRIBUTIONS)}"
+        )
+    return distribution
+
+
+def _hutchinson_terms(
+    loss: LossLike, params: Sequence[Tensor], n_samples: int, seed: int, distribution: str
+):
+    r"""The parameters and a generator of the single-probe estimates :math:`u_s \odot Hu_s`,
+    one list shaped like ``params`` per probe (one gradient graph for all of them)."""
+    params = _check_params(params)
+    n_samples = check_positive_int("n_samples", n_samples)
+    distribution = _check_distribution(distribution)
+    value = _loss(loss)
+    grads = _gradient_with_graph(value, params)
+    gen = torch.Generator().manual_seed(derive_seed(check_seed(seed)))
+
+    def terms():
+        for _ in range(n_samples):
+            u = [_probe(p, gen, distribution) for p in params]
+            Hu = _hvp_from_gradient(grads, params, u)
+            yield [u_i * Hu_i for u_i, Hu_i in zip(u, Hu)]
+
+    return params, terms()
+
+
 def hutchinson_diag(
-    loss: LossLike, params: Sequence[Tensor], n_samples: int = 100, seed: int = 0
+    loss: LossLike,
+    params: Sequence[Tensor],
+    n_samples: int = 100,
+    seed: int = 0,
+    *,
+    distribution: str = "rademacher",
 ) -> list[Tensor]:
     r"""Hutchinson's estimate of the Hessian diagonal, shaped like ``params``:
 
@@ -246,20 +331,157 @@ def hutchinson_diag(
     Unbiased because :math:`\mathbb E[u_i (Hu)_i] = \sum_j H_{ij}\mathbb E[u_iu_j] = H_{ii}`;
     the variance of one sample's entry :math:`i` is :math:`\sum_{j\ne i} H_{ij}^2`, so the error
     shrinks like :math:`1/\sqrt S`. Exact in one sample when :math:`H` is diagonal.
+    ``distribution="gaussian"`` draws :math:`u_s \sim \mathcal N(0, I)` instead: still
+    unbiased, with :math:`2H_{ii}^2` more variance per sample (:func:`hutchinson_variance`).
     Hutchinson (1989); Bekas, Kokiopoulou & Saad (2007); Yao et al. (2021, AdaHessian).
     """
-    params = _check_params(params)
-    n_samples = check_positive_int("n_samples", n_samples)
-    value = _loss(loss)
-    grads = _gradient_with_graph(value, params)
-    gen = torch.Generator().manual_seed(derive_seed(check_seed(seed)))
+    params, terms = _hutchinson_terms(loss, params, n_samples, seed, distribution)
     total = [torch.zeros_like(p) for p in params]
-    for _ in range(n_samples):
-        u = [
-            (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(p.dtype).to(p.device)
-            for p in params
-        ]
-        Hu = _hvp_from_gradient(grads, params, u)
-        for acc, u_i, Hu_i in zip(total, u, Hu):
-            acc.add_(u_i * Hu_i)
+    for term in terms:
+        for acc, t in zip(total, term):
+            acc.add_(t)
     return [(acc / n_samples).detach() for acc in total]
+
+
+def hutchinson_samples(
+    loss: LossLike,
+    params: Sequence[Tensor],
+    n_samples: int = 100,
+    seed: int = 0,
+    *,
+    distribution: str = "rademacher",
+) -> Tensor:
+    r"""The single-probe estimates :math:`u_s \odot Hu_s` of :func:`hutchinson_diag` (same
+    probes for the same ``seed`` and ``distribution``), flattened: an ``S × N`` tensor whose
+    row mean is :func:`hutchinson_diag`'s estimate, and whose rows show the estimator's
+    spread."""
+    _, terms = _hutchinson_terms(loss, params, n_samples, seed, distribution)
+    return torch.stack([flatten(term).detach() for term in terms])
+
+
+def hutchinson_variance(H: Tensor, distribution: str = "rademacher") -> Tensor:
+    r"""The exact variance of one Hutchinson sample's entries, from a symmetric :math:`H`:
+
+    .. math::
+        \operatorname{Var}[u_i (Hu)_i] = \sum_{j\ne i} H_{ij}^2 \ \text{(Rademacher)}, \qquad
+        \sum_{j\ne i} H_{ij}^2 + 2H_{ii}^2 \ \text{(Gaussian)}.
+
+    With :math:`u_i(Hu)_i = H_{ii}u_i^2 + \sum_{j\ne i} H_{ij}u_iu_j`: the cross terms are
+    uncorrelated with mean 0 and variance :math:`H_{ij}^2`; :math:`u_i^2` is exactly 1 for a
+    Rademacher entry and has variance 2 for a Gaussian one. An average of :math:`S` samples has
+    :math:`1/S` of this variance.
+    """
+    distribution = _check_distribution(distribution)
+    if H.ndim != 2 or H.shape[0] != H.shape[1]:
+        raise ValueError(f"Invalid H: expected a square matrix, got shape {tuple(H.shape)}")
+    diag_sq = H.diagonal() ** 2
+    off = (H**2).sum(1) - diag_sq
+    return off + 2 * diag_sq if distribution == "gaussian" else off
+
+
+# --- Gauss-Newton --------------------------------------------------------------------------
+
+
+def _logit_jacobian(logits: Tensor, params: list[Tensor], chunk: int) -> Tensor:
+    r"""The Jacobian of the flattened logits with respect to the flattened ``params``,
+    ``(R·C) × N``, by vector-Jacobian products with unit vectors, ``chunk`` rows at a time."""
+    z = logits.reshape(-1)
+    N = sum(p.numel() for p in params)
+    eye = torch.eye(z.numel(), dtype=z.dtype, device=z.device)
+    rows = []
+    for i in range(0, z.numel(), chunk):
+        block = torch.autograd.grad(
+            z, params, grad_outputs=eye[i : i + chunk], retain_graph=True, allow_unused=True,
+            is_grads_batched=True,
+        )  # fmt: skip
+        rows.append(
+            torch.cat(
+                [
+                    torch.zeros(len(eye[i : i + chunk]), p.numel(), dtype=z.dtype)
+                    if b is None
+                    else b.reshape(len(eye[i : i + chunk]), -1)
+                    for p, b in zip(params, block)
+                ],
+                dim=1,
+            )
+        )
+    J = torch.cat(rows)
+    assert J.shape == (z.numel(), N)
+    return J.detach()
+
+
+def _check_logits(logits: Tensor) -> Tensor:
+    if not isinstance(logits, Tensor) or logits.ndim < 1 or not logits.requires_grad:
+        raise ValueError("Invalid logits: expected a tensor with an autograd graph")
+    return logits
+
+
+def _gauss_newton_pieces(
+    logits: Tensor, params: Sequence[Tensor], chunk: int
+) -> tuple[Tensor, Tensor]:
+    r""":math:`J` as ``R × C × N`` and the softmax :math:`p` as ``R × C`` (detached)."""
+    params = _check_params(params)
+    logits = _check_logits(logits)
+    chunk = check_positive_int("chunk", chunk)
+    C = logits.shape[-1]
+    J = _logit_jacobian(logits, params, chunk)
+    p = torch.softmax(logits.detach().reshape(-1, C), dim=-1)
+    return J.reshape(-1, C, J.shape[-1]), p
+
+
+def gauss_newton(logits: Tensor, params: Sequence[Tensor], *, chunk: int = 256) -> Tensor:
+    r"""The exact Gauss-Newton matrix of the mean cross-entropy over the rows of ``logits``
+    (the classes in the last dimension; any labels: :math:`G` does not depend on them):
+
+    .. math::
+        G = \frac1R \sum_{r=1}^{R} J_r^\top \big(\operatorname{diag} p_r - p_r p_r^\top\big) J_r,
+        \qquad J_r = \frac{\partial z_r}{\partial \theta},\ p_r = \operatorname{softmax}(z_r),
+
+    an ``N × N`` matrix over the flattened ``params``, positive semi-definite. It is the Hessian
+    with the residual term :math:`\frac1R\sum_r\sum_c (p_{rc} - y_{rc})\nabla^2 z_{rc}` left
+    out, and the expectation of :math:`B\,\hat g\hat g^\top` for gradients :math:`\hat g` on
+    labels sampled from :math:`p` (Sophia's GNB estimator). From the full Jacobian of the
+    logits (``chunk`` vector-Jacobian products at a time): only for small models.
+    Schraudolph (2002); Martens (2020), §8.
+    """
+    J, p = _gauss_newton_pieces(logits, params, chunk)
+    R = J.shape[0]
+    A = (p.sqrt().unsqueeze(-1) * J).reshape(-1, J.shape[-1])  # rows sqrt(p_rc) J_rc
+    b = torch.einsum("rc,rcn->rn", p, J)  # J_r^T p_r
+    return (A.T @ A - b.T @ b) / R
+
+
+def gauss_newton_diag(
+    logits: Tensor, params: Sequence[Tensor], *, chunk: int = 256
+) -> list[Tensor]:
+    r"""The exact diagonal of :func:`gauss_newton`, shaped like ``params``, without forming
+    :math:`G`: :math:`G_{ii} = \frac1R\sum_r \big(\sum_c p_{rc} J_{rc,i}^2 -
+    (\sum_c p_{rc} J_{rc,i})^2\big)`, the variance of :math:`J_{rc,i}` over :math:`c \sim p_r`,
+    never negative."""
+    params = _check_params(params)
+    J, p = _gauss_newton_pieces(logits, params, chunk)
+    mean = torch.einsum("rc,rcn->rn", p, J)
+    diag = (torch.einsum("rc,rcn->n", p, J**2) - (mean**2).sum(0)) / J.shape[0]
+    return [d.clone() for d in unflatten(diag.clamp_min(0), params)]
+
+
+def empirical_fisher_diag(
+    losses: Tensor, params: Sequence[Tensor], *, chunk: int = 256
+) -> list[Tensor]:
+    r"""The diagonal of the empirical Fisher matrix, shaped like ``params``: the mean over the
+    examples of the squared per-example gradient, :math:`F_{ii} = \frac1R\sum_r
+    (\partial\ell_r/\partial\theta_i)^2`, from the vector ``losses`` of per-example losses
+    (with their graph; e.g. ``cross_entropy(..., reduction="none")``).
+
+    This is what Adam's second moment estimates on mini-batches of :math:`B` examples drawn at
+    random: :math:`B\,\mathbb E[g_B\odot g_B] = F + (B-1)\,\nabla L\odot\nabla L` (with
+    replacement). It uses the data's labels, not labels sampled from the model, so it is neither
+    the Fisher nor the Gauss-Newton matrix, away from a perfect fit (Kunstner, Hennig & Balles,
+    2019).
+    """
+    params = _check_params(params)
+    if not isinstance(losses, Tensor) or losses.ndim != 1 or not losses.requires_grad:
+        raise ValueError("Invalid losses: expected a 1-D tensor of per-example losses with a graph")
+    chunk = check_positive_int("chunk", chunk)
+    G = _logit_jacobian(losses, params, chunk)  # rows: per-example gradients
+    return [d.clone() for d in unflatten((G**2).mean(0), params)]
