@@ -25,6 +25,8 @@ the graph.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -72,13 +74,28 @@ def _is_flag(value: object) -> bool:
     return isinstance(value, bool)
 
 
-def check_group_types(group: dict, defaults: dict, index: int) -> None:
-    """Every hyperparameter of ``group`` has the type of its default: a number (or a 1-element
-    tensor) where the default is a number, a flag where it is a flag, a tuple of numbers where
-    it is one (``betas``). ``None`` is left to each optimizer's own checks."""
-    for key, default in defaults.items():
-        value = group.get(key, default)
-        if value is None or default is None or key == "params":
+@functools.cache
+def declared_defaults(cls: type) -> dict[str, object]:
+    """The defaults in the signature of ``cls.__init__``: the types its hyperparameters have."""
+    try:
+        parameters = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def check_group_types(group: dict, defaults: dict, index: int, declared: dict) -> None:
+    """Every hyperparameter of ``group`` (or, where the group does not set it, of ``defaults``,
+    the constructor's values) has the type of its declared default (``declared``, from the
+    signature; else the constructor's value): a number (or a 1-element tensor) where that is a
+    number, a flag where it is a flag, a tuple of numbers where it is one (``betas``). ``None``
+    is left to each optimizer's own checks."""
+    for key in {**defaults, **group}:
+        if key == "params":
+            continue
+        value = group.get(key, defaults.get(key))
+        default = declared.get(key, defaults.get(key))
+        if value is None or default is None:
             continue
         where = f"{key} (param group {index})"
         if _is_flag(default):
@@ -112,7 +129,9 @@ class Optimizer(torch.optim.Optimizer):
         """torch's ``add_param_group``, after checking the types of the group's hyperparameters
         (:func:`check_group_types`); complex parameters are refused here, by name, where the
         optimizer does not support them."""
-        check_group_types(param_group, self.defaults, len(self.param_groups))
+        check_group_types(
+            param_group, self.defaults, len(self.param_groups), declared_defaults(type(self))
+        )
         super().add_param_group(param_group)
         if self._complex_params_refused:
             for p in self.param_groups[-1]["params"]:

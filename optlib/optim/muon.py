@@ -243,13 +243,12 @@ def _muon_step_group(optimizer: torch.optim.Optimizer, group: dict) -> None:
         eps=group["eps"],
         adjust_lr_fn=group["adjust_lr_fn"],
     )
-    for p in group["params"]:
-        if p.grad is None:
-            continue
+    params, grads = optimizer._params_and_grads(group)  # refuses sparse gradients by name
+    for p, g in zip(params, grads):
         state = optimizer.state[p]
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        muon_update(p, p.grad, state["momentum_buffer"], **hyper)
+        muon_update(p, g, state["momentum_buffer"], **hyper)
 
 
 class Muon(Optimizer):
@@ -427,6 +426,8 @@ class MuonWithAuxAdamW(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("MuonWithAuxAdamW does not support sparse gradients")
                 state = self.state[p]
                 if not state:
                     state["step"] = new_step_counter()
