@@ -82,21 +82,47 @@ def _gd_cases(seed: int = 0, n_cases: int = 4, steps: int = 1) -> list[Case]:
     return cases
 
 
-def _gd_probe(answer: Callable, case: Case) -> dict:
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN equal to NaN (a diverging answer is not an in-place one)."""
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+def _stepping_probe(
+    step: Callable[[torch.Tensor, torch.Tensor], Any],
+    case: Case,
+    grad_of: Callable[[Case, torch.Tensor], torch.Tensor],
+    what: str,
+    *,
+    keep_dtype: bool = False,
+) -> dict:
+    """Run ``step(theta, grad)`` (the learner's update) for ``case["steps"]`` steps from
+    ``theta0``, the gradient from ``grad_of``, and record the trajectory as plain data, noting
+    inputs changed in place, and (``keep_dtype``) results in another dtype than ``theta``'s."""
     theta = _tensor(case["theta0"], case["dtype"]).reshape(case["shape"])
     trajectory, modified = [], []
     for k in range(case["steps"]):
-        grad = _quadratic_grad(case, theta)
+        grad = grad_of(case, theta)
         theta_in, grad_in = theta.clone(), grad.clone()
-        new = answer(theta, grad, case["lr"])
-        if not torch.equal(theta, theta_in) or not torch.equal(grad, grad_in):
+        new = step(theta, grad)
+        if not _same(theta, theta_in) or not _same(grad, grad_in):
             modified.append(k + 1)
-        values, problem = _as_tensor_answer(new, like=theta, what="gd_step")
+        values, problem = _as_tensor_answer(new, like=theta, what=what)
+        other_dtype = isinstance(new, torch.Tensor) and new.dtype != theta.dtype
+        if not problem and keep_dtype and other_dtype:
+            problem = {
+                "problem": f"{what} returned a {str(new.dtype).replace('torch.', '')} tensor for a "
+                f"{case['dtype']} theta: keep theta's dtype"
+            }
         if problem:
             return {"trajectory": trajectory, **problem, "step": k + 1}
         trajectory.append(values)
         theta = _tensor(values, case["dtype"]).reshape(case["shape"])
     return {"trajectory": trajectory, "modified_input_at": modified}
+
+
+def _gd_probe(answer: Callable, case: Case) -> dict:
+    return _stepping_probe(lambda theta, grad: answer(theta, grad, case["lr"]), case,
+                           _quadratic_grad, "gd_step")  # fmt: skip
 
 
 def _gd_expect(case: Case) -> dict:
@@ -262,35 +288,14 @@ def _armijo_cases(
     return cases
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal values, NaN equal to NaN (a diverging answer is not an in-place one)."""
-    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
-
-
 def _armijo_probe(answer: Callable, case: Case) -> dict:
-    theta = _tensor(case["theta0"], case["dtype"]).reshape(case["shape"])
-
     def f(x: torch.Tensor) -> torch.Tensor:  # the loss, a callback of the probe's own
         return _armijo_loss(case, x)
 
-    trajectory, modified = [], []
-    for k in range(case["steps"]):
-        grad = _armijo_grad(case, theta)
-        theta_in, grad_in = theta.clone(), grad.clone()
-        new = answer(f, theta, grad, case["lr"], case["c1"], case["shrink"])
-        if not _same(theta, theta_in) or not _same(grad, grad_in):
-            modified.append(k + 1)
-        values, problem = _as_tensor_answer(new, like=theta, what="armijo_step")
-        if not problem and isinstance(new, torch.Tensor) and new.dtype != theta.dtype:
-            problem = {
-                "problem": f"armijo_step returned a {str(new.dtype).replace('torch.', '')} "
-                f"tensor for a {case['dtype']} theta: keep theta's dtype"
-            }
-        if problem:
-            return {"trajectory": trajectory, **problem, "step": k + 1}
-        trajectory.append(values)
-        theta = _tensor(values, case["dtype"]).reshape(case["shape"])
-    return {"trajectory": trajectory, "modified_input_at": modified}
+    def step(theta: torch.Tensor, grad: torch.Tensor) -> Any:
+        return answer(f, theta, grad, case["lr"], case["c1"], case["shrink"])
+
+    return _stepping_probe(step, case, _armijo_grad, "armijo_step", keep_dtype=True)
 
 
 def _armijo_expect(case: Case) -> dict:
