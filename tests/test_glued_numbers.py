@@ -215,12 +215,6 @@ def glued_keys(chapter: Path) -> tuple[set[str], list[re.Pattern]]:
 #: ``qN solution``). The chapter engineers glue them or state them in words; remove each entry
 #: as it is fixed. Nothing may be added here: a number the chapter computes is glued.
 KNOWN_OFFENDERS: dict[str, dict[str, tuple[str, ...]]] = {
-    "exercises/grill/01_gradient_descent.yml": {
-        "gd-rosenbrock-slow": ("802",),
-    },
-    "exercises/grill/02_stochastic_gradient_descent.yml": {
-        "sgd-epochs-right-x-axis": ("1348",),
-    },
     "exercises/grill/05_adam_and_bias_correction.yml": {
         "adam-no-lr-tuning": ("0.0068", "1.02", "36"),
         "adam-bias-correction-detail": ("0.0083", "0.147", "1.26", "2.32", "3.16", "3.87", "6.57"),
