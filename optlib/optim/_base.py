@@ -15,6 +15,11 @@ Every hyperparameter of every param group (those given to the constructor and th
 :meth:`~torch.optim.Optimizer.add_param_group`) must have the type of its default: a number
 where the default is a number, a flag where it is a flag (:func:`check_group_types`).
 
+**Non-finite gradients** are never hidden: the optimizers torch.optim also has give torch's NaN
+and infinite parameters at the same steps, and every other one makes the affected parameters NaN
+(or infinite) from that step on, so the loss shows it at once; none freezes a coordinate (see
+:func:`._moments.sign_`). ``tests/test_torch_compat.py`` checks both for every optimizer.
+
 **Under torch.compile.** ``torch.compile(opt.step)`` traces the update. Two helpers keep a
 value that changes every step out of the compiled graph's constants (a constant that changes
 recompiles the step every time, until dynamo gives up): :func:`step_value` and :func:`scalar`
