@@ -452,6 +452,28 @@ def _readable_tex(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+_DOLLAR_MATH = re.compile(r"\$([^$\n]+?)\$")
+
+
+def _math_in_citations(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    """Bibliography entries keep LaTeX from the .bib file (``$O(1/k^2)$``) as text, which MathJax
+    never typesets there: make it math."""
+    for citation in list(doctree.findall(nodes.citation)):
+        for text in list(citation.findall(nodes.Text)):
+            value = str(text)
+            if "$" not in value or isinstance(text.parent, (nodes.literal, nodes.math)):
+                continue
+            parts, last = [], 0
+            for m in _DOLLAR_MATH.finditer(value):
+                parts.append(nodes.Text(value[last : m.start()]))
+                parts.append(nodes.math(m.group(1), m.group(1)))
+                last = m.end()
+            if not parts:
+                continue
+            parts.append(nodes.Text(value[last:]))
+            text.parent.replace(text, parts)
+
+
 def _alt_text(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     """Every image gets a text alternative: its figure's caption, else a description naming the
     section it illustrates (never the file path, Sphinx's default)."""
@@ -660,6 +682,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("builder-inited", _site_assets)
     app.connect("env-get-updated", _number_per_chapter, priority=900)
     app.connect("doctree-resolved", _alt_text)
+    app.connect("doctree-resolved", _math_in_citations)
     app.connect("html-page-context", _drop_unused_assets, priority=900)
     app.set_html_assets_policy("always")  # MathJax on every page (the bibliography has math too)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
