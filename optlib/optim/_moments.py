@@ -159,3 +159,19 @@ def sign_(c: Tensors) -> Tensors:
     torch._foreach_sign_(c)
     torch._foreach_add_(c, nonfinite)
     return c
+
+
+def addcdiv_scalars_(
+    thetas: list[Tensor],
+    numerators: list[Tensor],
+    denominators: list[Tensor],
+    scalars: list[float] | list[Tensor],
+) -> None:
+    r""":math:`\theta_i \leftarrow \theta_i + s_i\, n_i / d_i` for every tensor (one
+    ``torch._foreach_addcdiv_``). Under torch.compile the per-tensor :math:`s_i` are 0-d tensors
+    (step counters stay tensors, :func:`._base.step_value`), which the op's scalar-list overload
+    does not take: they then divide the denominators first, :math:`n_i / (d_i / s_i)`."""
+    if scalars and isinstance(scalars[0], Tensor):
+        torch._foreach_addcdiv_(thetas, numerators, torch._foreach_div(denominators, scalars))
+    else:
+        torch._foreach_addcdiv_(thetas, numerators, denominators, scalars)

@@ -31,7 +31,14 @@ from torch import Tensor
 from ._base import Optimizer, new_step_counter, scalar
 from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
 from ._fused_updates import ADAGRAD_UPDATE
-from ._moments import accumulate_square_, add_l2, advance_steps, real_views, rms_denominator
+from ._moments import (
+    accumulate_square_,
+    add_l2,
+    addcdiv_scalars_,
+    advance_steps,
+    real_views,
+    rms_denominator,
+)
 from ._validate import check_nonnegative
 
 
@@ -94,7 +101,7 @@ def adagrad_update_foreach(
     gs = add_l2(gs, thetas, weight_decay)
     accumulate_square_(Gs, gs)
     step_sizes = [-lr / (1 + (t - 1) * lr_decay) for t in steps]
-    torch._foreach_addcdiv_(thetas, gs, rms_denominator(Gs, eps), step_sizes)
+    addcdiv_scalars_(thetas, gs, rms_denominator(Gs, eps), step_sizes)
 
 
 class Adagrad(KeepsDispatch, Optimizer):

@@ -35,6 +35,7 @@ from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
 from ._fused_updates import ADAM_UPDATE
 from ._moments import (
     add_l2,
+    addcdiv_scalars_,
     advance_steps,
     decay_weights_,
     real_views,
@@ -115,7 +116,7 @@ def adam_update_foreach(
     if bias_correction:
         c2 = [1 - beta2**t for t in steps]
         step_sizes = [-lr / (1 - beta1**t) for t in steps]
-        torch._foreach_addcdiv_(thetas, ms, rms_denominator(vs, eps, c2), step_sizes)
+        addcdiv_scalars_(thetas, ms, rms_denominator(vs, eps, c2), step_sizes)
     else:
         torch._foreach_addcdiv_(thetas, ms, rms_denominator(vs, eps), value=-lr)
 

@@ -33,6 +33,7 @@ from ._fused import KeepsDispatch, check_fused, fused_step, use_foreach
 from ._fused_updates import NADAM_UPDATE
 from ._moments import (
     add_l2,
+    addcdiv_scalars_,
     advance_steps,
     decay_weights_,
     real_views,
@@ -113,14 +114,14 @@ def nadam_update_foreach(
     beta1_ts = [nadam_beta1(beta1, momentum_decay, t) for t in steps]
     beta1_nexts = [nadam_beta1(beta1, momentum_decay, t + 1) for t in steps]
     torch._foreach_mul_(beta1_prods, beta1_ts)
-    prods = [p.item() for p in beta1_prods]
+    prods = [host_scalar(p) for p in beta1_prods]
     update_first_moment_(ms, gs, beta1)
     update_second_moment_(vs, gs, beta2)
     d = rms_denominator(vs, eps, [1 - beta2**t for t in steps])
     g_sizes = [-lr * (1 - b) / (1 - p) for b, p in zip(beta1_ts, prods)]
     m_sizes = [-lr * b / (1 - p * b) for b, p in zip(beta1_nexts, prods)]
-    torch._foreach_addcdiv_(thetas, gs, d, g_sizes)
-    torch._foreach_addcdiv_(thetas, ms, d, m_sizes)
+    addcdiv_scalars_(thetas, gs, d, g_sizes)
+    addcdiv_scalars_(thetas, ms, d, m_sizes)
 
 
 class NAdam(KeepsDispatch, Optimizer):

@@ -115,7 +115,15 @@ def radam_update_foreach(
     """:func:`radam_update` on many tensors at once through ``torch._foreach_*`` kernels.
 
     Tensors whose step counts fall on either side of the threshold are updated in two lists.
+    Under torch.compile (0-d tensor step counts) it runs :func:`radam_update` on each tensor,
+    which selects the two cases with ``torch.where`` instead of branching on the step.
     """
+    if steps and isinstance(steps[0], Tensor):
+        hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                     decoupled=decoupled)  # fmt: skip
+        for theta, g, m, v, t in zip(thetas, gs, ms, vs, steps):
+            radam_update(theta, g, m, v, step=t, **hyper)
+        return
     if decoupled:
         decay_weights_(thetas, lr, weight_decay)
     else:
