@@ -46,7 +46,10 @@ __all__ = [
 COUPLED = ("LBFGS", "KFAC", "LAMB")
 # Optimizers whose update of each entry depends only on that entry's gradient and state and on
 # the group's hyperparameters: one view may cover several copies (see StackedModels.views).
-ELEMENTWISE = ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Lion")
+ELEMENTWISE = (
+    "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Lion",
+    "SophiaG", "SophiaH",  # the step and the Hessian refresh (experiments.sophia.lm_race)
+)  # fmt: skip
 # Losses that are a mean of per-example (or per-token) cross-entropies: one call for all copies.
 _MEAN_CROSS_ENTROPY = (nn.functional.cross_entropy, lm_loss)
 
@@ -242,6 +245,7 @@ def train_stacked(
     warmup: int = 0,
     divergence_factor: float = 1e6,
     callback: Callable[[int, StackedModels], None] | None = None,
+    step_kwargs: dict | None = None,
 ) -> np.ndarray:
     r"""Train every copy of ``stacked`` for ``steps`` steps, copy :math:`k` on the mini-batches
     that :func:`optlib.experiments.train.run` draws for ``seeds[k]``; return the batch losses,
@@ -254,7 +258,8 @@ def train_stacked(
     loss becomes non-finite or grows past :math:`\ell_0 + \text{factor}\cdot\max(|\ell_0|, 1)`
     has diverged, as in :func:`~optlib.experiments.train.run`: its later losses are NaN, it gets
     no more loss gradient, and a param group whose copies have all diverged is removed from
-    ``optimizer``. ``callback(t, stacked)`` runs after every step ``t = 1..steps``.
+    ``optimizer``. ``callback(t, stacked)`` runs after every step ``t = 1..steps``;
+    ``step_kwargs`` go to every ``optimizer.step`` (SophiaG's ``bs``).
     """
     name = type(optimizer).__name__
     if name in COUPLED:
@@ -293,7 +298,7 @@ def train_stacked(
         torch.where(torch.from_numpy(alive), losses, torch.zeros_like(losses)).sum().backward()
         for group, lr in zip(optimizer.param_groups, base_lr):
             group["lr"] = lr * factor(t)
-        optimizer.step()
+        optimizer.step(**(step_kwargs or {}))
         if callback is not None:
             callback(t + 1, stacked)
     for group, lr in zip(optimizer.param_groups, base_lr):
