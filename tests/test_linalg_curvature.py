@@ -387,3 +387,29 @@ def test_curvature_additions_reject_bad_arguments(mlp):
     for call, name in cases:
         with pytest.raises(ValueError, match=rf"Invalid {name}\b"):
             call()
+
+
+def test_finite_differences_approach_hvp_until_rounding_takes_over(mlp):
+    v = torch.randn(mlp.H.shape[0], generator=torch.Generator().manual_seed(2), dtype=F64)
+    exact = mlp.H @ v
+    before = [p.detach().clone() for p in mlp.params]
+
+    def error(h, central=True):
+        fd = la.finite_difference_hvp(mlp.loss, mlp.params, v, h, central=central)
+        return float((fd - exact).norm() / exact.norm())
+
+    # truncation: O(h^2) central, O(h) forward; shrinking h tenfold from 1e-2 cuts the central
+    # error about 100x and the forward error about 10x (within a factor 3 either way)
+    assert 30 < error(1e-2) / error(1e-3) < 300
+    assert 3 < error(1e-2, central=False) / error(1e-3, central=False) < 30
+    # rounding: at h = 1e-12 the difference of gradients keeps only ~4 significant digits
+    assert error(1e-12) > 100 * error(1e-5)
+    assert error(1e-5) < 1e-8  # near the optimal h ~ eps^(1/3)
+    # the parameters are restored exactly
+    assert all(torch.equal(p.detach(), b) for p, b in zip(mlp.params, before))
+    as_list = la.finite_difference_hvp(mlp.loss, mlp.params, la.unflatten(v, mlp.params), 1e-5)
+    torch.testing.assert_close(la.flatten(as_list), exact, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="Invalid h"):
+        la.finite_difference_hvp(mlp.loss, mlp.params, v, 0.0)
+    with pytest.raises(ValueError, match="Invalid loss"):
+        la.finite_difference_hvp(mlp.loss(), mlp.params, v, 1e-3)
