@@ -34,10 +34,11 @@ import torch
 from ._core import (
     Case,
     Check,
-    _class_cases,
-    _class_compare,
-    _class_loss,
     _generator,
+    _grouped_cases,
+    _grouped_compare,
+    _grouped_probe,
+    _grouped_run,
     _log_uniform,
     _no_hint,
     _number,
@@ -62,82 +63,6 @@ SGD_IMPLEMENTATIONS = ("torch.optim.SGD", "torch.optim.sgd", "optlib.SGD", "optl
 
 
 # --------------------------------------------------------------------------- optimizer classes
-
-
-def _grouped_cases(
-    seed: int,
-    n_cases: int,
-    steps: int,
-    hyper: Callable[[torch.Generator, int], dict],
-    *,
-    groups: Callable[[torch.Generator, int], list[dict]] | None = None,
-    frozen: bool = False,
-) -> list[Case]:
-    """:func:`~optlib.course.checks._core._class_cases`, and with ``groups`` or ``frozen`` only
-    cases with two parameter tensors: ``groups(g, i)`` gives each tensor's param-group overrides
-    (each tensor then sits in a group of its own), ``frozen`` leaves the second tensor's
-    ``.grad`` at ``None`` from the middle of the run on (after it has built up state)."""
-    if groups is None and not frozen:
-        return _class_cases(seed, n_cases, steps, hyper)
-    cases = _class_cases(seed, 2 * n_cases, steps, hyper)[::2]  # the cases with two tensors
-    g = _generator(10_000 + int(seed))
-    for i, case in enumerate(cases):
-        if groups is not None:
-            case["groups"] = groups(g, i)
-        if frozen:
-            case["frozen"] = {"param": 1, "from_step": max(1, steps // 2)}
-    return cases
-
-
-def _grouped_run(factory: Callable, case: Case) -> list[list[list[float]]]:
-    """Step ``factory(params_or_groups, **hyper)`` on the case's loss; every parameter after
-    every step. A frozen tensor gets no gradient (``.grad`` is ``None``) from step
-    ``frozen["from_step"]`` on (steps counted from 0)."""
-    params = [
-        _tensor(prob["theta0"]).reshape(prob["shape"]).requires_grad_() for prob in case["params"]
-    ]
-    overrides = case.get("groups")
-    arg = [{"params": [p], **o} for p, o in zip(params, overrides)] if overrides else params
-    opt = factory(arg, **case["hyper"])
-    frozen = case.get("frozen")
-    trajectory = []
-    for k in range(case["steps"]):
-        for p in params:
-            p.grad = None
-        _class_loss(case["params"], params).backward()
-        if frozen is not None and k >= frozen["from_step"]:
-            params[frozen["param"]].grad = None
-        opt.step()
-        trajectory.append([p.detach().double().reshape(-1).tolist() for p in params])
-    return trajectory
-
-
-def _grouped_probe(answer: Callable, case: Case) -> dict:
-    return {"trajectory": _grouped_run(answer, case)}
-
-
-def _grouped_compare(name: str, reference: str, hint: Callable[[list[float]], str]):
-    """:func:`~optlib.course.checks._core._class_compare`, saying which case had param groups
-    and a parameter without gradient."""
-    inner = _class_compare(name, reference, hint)
-
-    def compare(case: Case, got: Any, expected: dict, where: str) -> None:
-        notes = []
-        if case.get("groups"):
-            overrides = "; ".join(
-                f"group {j}: " + (", ".join(f"{k}={v!r}" for k, v in o.items()) or "defaults")
-                for j, o in enumerate(case["groups"])
-            )
-            notes.append(f"one param group per parameter ({overrides})")
-        frozen = case.get("frozen")
-        if frozen is not None:
-            notes.append(
-                f"parameter {frozen['param']} gets no gradient (.grad is None) from step "
-                f"{frozen['from_step'] + 1} on"
-            )
-        inner(case, got, expected, where + (f", {'; '.join(notes)}" if notes else ""))
-
-    return compare
 
 
 def _momentum_hyper(nesterov: bool) -> Callable[[torch.Generator, int], dict]:
