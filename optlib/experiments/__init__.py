@@ -10,7 +10,9 @@ One module per kind of experiment:
 * :mod:`~optlib.experiments.momentum`: reference momentum iterations (chapter 3);
 * :mod:`~optlib.experiments.weight_decay`: decoupled decay and its effective rate (chapter 6);
 * :mod:`~optlib.experiments.lr_wd_grid`: learning-rate × weight-decay grids of many digits
-  MLPs trained at once (chapter 6).
+  MLPs trained at once (chapter 6);
+* :mod:`~optlib.experiments.sophia`: SophiaG (with its Gauss-Newton-Bartlett refresh) against
+  AdamW on the character model, and the fraction of clipped coordinates (chapter 9).
 
 This layer imports :mod:`optlib.optim`, :mod:`optlib.linalg` and :mod:`optlib.problems`, never
 the plots, the benchmarks or the course machinery above it.
