@@ -157,6 +157,7 @@ def _as_user(uid: int, gid: int, env: dict) -> list[str]:
             "\n".join(script), "sh", *env_cmd]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_as_an_ordinary_user_grading_is_isolated(released):
     require_bwrap()
     student, solution = released
@@ -220,6 +221,7 @@ for _ in range(100):  # SIGKILL every process this job can see, for five seconds
 """
 
 
+@pytest.mark.slow
 def test_two_grading_runs_at_once_do_not_interact(released, tmp_path):
     require_bwrap()
     student, solution = released
