@@ -85,6 +85,43 @@ def test_shared_groups_for_elementwise_optimizers_match_per_copy_groups():
                       batch_size=8, seeds=seeds)  # fmt: skip
 
 
+def test_a_copy_may_share_its_tensors_out_over_several_groups():
+    """MuonWithAuxAdamW needs two groups per run (Muon for the hidden matrices, AdamW for the
+    rest): each copy then equals its single run; a tensor held twice, or by no group, fails."""
+    from optlib.optim.muon import muon_param_groups
+
+    w = workload("digits_mlp", dtype=torch.float64)
+    seeds, steps, B = [0, 1], 6, 16
+    hidden = {n for n, p in w.model(0).named_parameters() if p.ndim == 2 and n != "2.weight"}
+    stacked = StackedModels([w.model(s) for s in seeds])
+    groups = []
+    for k in range(len(seeds)):
+        views = stacked.named_views(k)
+        groups += [dict(params=[v for n, v in views.items() if n in hidden], use_muon=True,
+                        lr=0.02, ns_dtype=None),
+                   dict(params=[v for n, v in views.items() if n not in hidden], use_muon=False,
+                        lr=3e-3)]  # fmt: skip
+    opt = optlib.MuonWithAuxAdamW(groups)
+    hist = train_stacked(stacked, opt, w.data.X_train, w.data.y_train, w.loss_fn, steps=steps,
+                         batch_size=B, seeds=seeds)  # fmt: skip
+    for k, seed in enumerate(seeds):
+        model = w.model(seed)
+        single = optlib.MuonWithAuxAdamW(muon_param_groups(model, muon_lr=0.02, adamw_lr=3e-3,
+                                                           ns_dtype=None))  # fmt: skip
+        alone = train.run(single, train.Supervised(model, w.data.X_train, w.data.y_train,
+                                                   w.loss_fn), steps, batch_size=B, seed=seed)
+        np.testing.assert_allclose(hist[:, k], np.array(alone.loss), rtol=1e-8, atol=0)
+    twice = optlib.SGD([{"params": stacked.views(k)} for k in range(2)]
+                       + [{"params": stacked.views(0)[:1]}], lr=0.1)  # fmt: skip
+    with pytest.raises(ValueError, match="exactly once"):
+        train_stacked(stacked, twice, w.data.X_train, w.data.y_train, w.loss_fn, steps=1,
+                      batch_size=8, seeds=seeds)  # fmt: skip
+    part = optlib.SGD([{"params": stacked.views(0)}, {"params": stacked.views(1)[1:]}], lr=0.1)
+    with pytest.raises(ValueError, match="exactly once"):
+        train_stacked(stacked, part, w.data.X_train, w.data.y_train, w.loss_fn, steps=1,
+                      batch_size=8, seeds=seeds)  # fmt: skip
+
+
 def test_bad_groupings_and_coupled_optimizers_are_refused():
     w = workload("moe")
     stacked = StackedModels([w.model(s) for s in range(3)])

@@ -10,9 +10,11 @@ own loss, so one ``backward()`` gives every run its gradient.
 
 The optimizer then sees each run as its own param group, whose tensors are *views* of that run's
 slice of the stacked weights (:meth:`StackedModels.views`) with that run's learning rate and
-weight decay. Any optimizer that updates each tensor of each group on its own (SGD, Adam, AdamW,
-Lion, Adafactor, Shampoo, SOAP, Muon on matrices, SophiaH…) then takes exactly the steps it
-would take on that run alone; :func:`train_stacked` checks that the optimizer is not one that
+weight decay (or as several groups that share its tensors out, each tensor in one of them, as
+:class:`~optlib.MuonWithAuxAdamW` needs: Muon for the hidden matrices, AdamW for the rest).
+Any optimizer that updates each tensor of each group on its own (SGD, Adam, AdamW, Lion,
+Adafactor, Shampoo, SOAP, Muon on matrices, SophiaH…) then takes exactly the steps it would take
+on that run alone; :func:`train_stacked` checks that the optimizer is not one that
 couples tensors across groups (L-BFGS, K-FAC, LAMB's global gradient clipping). The tests
 check a stacked run against :func:`optlib.experiments.train.run` of the same optimizer, seed
 and workload, step for step.
@@ -309,12 +311,14 @@ def train_stacked(
 def _owners(stacked: StackedModels, optimizer: torch.optim.Optimizer) -> list[tuple[int, int]]:
     """The copies ``range(a, b)`` each param group trains, from the views it holds."""
     K = stacked.n_models
+    tensors = list(stacked.tensors().values())
     starts = {}
-    for p in stacked.tensors().values():
+    for j, p in enumerate(tensors):
         base = p.detach()
         for k in range(K):
-            starts[base[k].data_ptr()] = (k, base.stride(0), base[0].numel())
+            starts[base[k].data_ptr()] = (j, k, base[0].numel())
     owners = []
+    held = np.zeros((len(tensors), K), dtype=int)  # how often each tensor of each copy is held
     for i, group in enumerate(optimizer.param_groups):
         spans = set()
         for p in group["params"]:
@@ -322,16 +326,17 @@ def _owners(stacked: StackedModels, optimizer: torch.optim.Optimizer) -> list[tu
             if found is None:
                 spans.add(None)
                 continue
-            k, stride, per_copy = found
+            j, k, per_copy = found
             n = p.numel() // per_copy if p.numel() % per_copy == 0 else 0
             spans.add((k, k + n) if n else None)
+            held[j, k : k + n] += 1
         if len(spans) != 1 or None in spans:
             raise ValueError(f"param group {i} must hold views of the same copies of every "
-                             "tensor (use StackedModels.views)")  # fmt: skip
+                             "tensor it holds (use StackedModels.views)")  # fmt: skip
         owners.append(spans.pop())
-    covered = sorted(k for a, b in owners for k in range(a, b))
-    if covered != list(range(K)):
-        raise ValueError("the optimizer's groups must hold every stacked copy exactly once")
+    if not (held == 1).all():
+        raise ValueError("the optimizer's groups must hold every stacked copy exactly once "
+                         "(each of its tensors in one group)")  # fmt: skip
     name = type(optimizer).__name__
     if any(b - a > 1 for a, b in owners) and name not in ELEMENTWISE:
         raise ValueError(f"{name} is not element-wise: give each copy its own param group")
