@@ -49,8 +49,9 @@ def test_every_solution_full_marks_and_the_universal_cheat_nothing(isolation, tm
         master = read_master(path)
         full = {q.name: q.points for q in master.autograded}
         blank = notebook_from_master(path, answers=False)
+        cheat = insert_after_setup(blank, UNIVERSAL_CHEAT)
         jobs += [(path, notebook_from_master(path), full),
-                 (path, insert_after_setup(blank, UNIVERSAL_CHEAT), dict.fromkeys(full, 0.0))]  # fmt: skip
+                 (path, cheat, dict.fromkeys(full, 0.0))]  # fmt: skip
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda j: _grade(j[0], j[1], tmp_path, isolation), jobs))
     failures = []

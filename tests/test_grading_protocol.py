@@ -267,7 +267,7 @@ def test_any_reply_is_data_or_a_sandbox_failure(value):
 
     class Forger:
         def request(self, msg, handler, timeout):
-            return {"op": "return", "value": value}
+            return {"op": "return", "value": value, "seq": msg["seq"]}
 
     conn = Connection(Forger())
     try:
@@ -294,7 +294,20 @@ def test_any_reply_is_data_or_a_sandbox_failure(value):
 def test_malformed_replies_are_sandbox_failures(reply):
     class Forger:
         def request(self, msg, handler, timeout):
-            return reply
+            return {**reply, "seq": msg["seq"]}
 
     with pytest.raises(SandboxFailure):
         Connection(Forger()).request({"op": "call"})
+
+
+def test_a_reply_written_by_the_learner_s_code_is_told_apart():
+    """The learner's code can write to the channel; a reply must carry the request's number."""
+
+    class Forger:
+        def request(self, msg, handler, timeout):
+            return {"op": "return", "value": 1, "seq": msg["seq"] - 1}
+
+    with pytest.raises(SandboxFailure, match="does not answer"):
+        Connection(Forger()).request({"op": "call"})
+    conn, _ = connect(f=lambda: 1)
+    assert conn.lookup("f")() == 1 and conn.lookup("f")() == 1  # and real ones are accepted
