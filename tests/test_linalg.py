@@ -416,3 +416,29 @@ def test_symmetric_diagonal_scaling_has_the_spectrum_of_the_preconditioned_matri
         la.symmetric_diagonal_scaling(A, -d)
     with pytest.raises(ValueError, match="length"):
         la.symmetric_diagonal_scaling(A, d[:3])
+
+
+def test_random_vector_is_seeded_and_moves_with_optlib_seed(monkeypatch):
+    a, b = la.random_vector(7, seed=3), la.random_vector(7, seed=3)
+    assert torch.equal(a, b) and a.dtype == torch.float64 and a.shape == (7,)
+    assert not torch.equal(a, la.random_vector(7, seed=4))
+    assert la.random_vector(5, seed=1, dtype=torch.float32).dtype == torch.float32
+    monkeypatch.setenv("OPTLIB_SEED", "1")
+    assert not torch.equal(a, la.random_vector(7, seed=3))
+
+
+def test_diagonal_scales_span_the_scale_in_random_order():
+    d = la.diagonal_scales(11, 100.0, seed=2)
+    # the exponents 0, 0.1, ..., 1 in some order: the sorted scales are 100^(k/10), exactly up to
+    # one pow each (a few ulps)
+    expected = 100.0 ** torch.linspace(0.0, 1.0, 11, dtype=torch.float64)
+    torch.testing.assert_close(d.sort().values, expected, rtol=1e-14, atol=0)
+    assert not torch.equal(d, d.sort().values)  # shuffled
+    assert torch.equal(d, la.diagonal_scales(11, 100.0, seed=2))
+    # badly_scaled_spd spoils spd_matrix with the scales of seed + 1
+    A0 = la.spd_matrix(11, 10.0, seed=4)
+    s = la.diagonal_scales(11, 100.0, seed=5)
+    A = la.badly_scaled_spd(11, kappa=10.0, scale=100.0, seed=4)
+    torch.testing.assert_close(A, s[:, None] * A0 * s[None, :], rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match="Invalid scale"):
+        la.diagonal_scales(3, 0.5)

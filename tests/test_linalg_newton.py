@@ -147,3 +147,88 @@ def test_bad_arguments_raise_value_error_naming_the_parameter():
     for call, name in cases:
         with pytest.raises(ValueError, match=rf"Invalid {name}\b"):
             call()
+
+
+# --- Newton-CG: the Newton system solved by CG on Hessian-vector products ---------------------
+
+
+def test_newton_cg_on_a_quadratic_is_cg():
+    """On f = ½xᵀAx − bᵀx one Newton-CG step from 0 is CG on Ax = b with the forcing term as
+    tolerance, then the steps repeat on the remaining residual."""
+    A, b = la.spd_matrix(30, 100.0, seed=2), la.random_vector(30, seed=3)
+
+    def f(x):
+        return 0.5 * x @ A @ x - b @ x
+
+    res = la.newton_cg(f, torch.zeros(30, dtype=F64), tol=1e-10, line_search=False)
+    assert res.converged and res.negative_curvature == []
+    first = la.cg(A, b, tol=min(0.5, math.sqrt(float(b.norm()))), max_iter=30)
+    # the first step equals CG's iterate: the same recurrences, one on A @ p and one on double
+    # backward products that equal A @ p to rounding (30 x 30, kappa 100: ~1e-14 relative)
+    torch.testing.assert_close(res.iterates[1], first.x, rtol=1e-10, atol=1e-12)
+    assert res.cg_iterations[0] == first.iterations
+    # x solves Ax = b to the gradient tolerance: |x - x*| <= |grad| / mu = 1e-10
+    torch.testing.assert_close(res.x, torch.linalg.solve(A, b), rtol=0, atol=2e-10)
+
+
+def test_newton_cg_converges_superlinearly_without_forming_the_hessian():
+    f, grad, hessian = logistic_problem(seed=1, with_derivatives=True)
+    calls = []
+
+    def hvp(x, v):  # a counted product from the explicit Hessian
+        calls.append(1)
+        return hessian(x) @ v
+
+    x0 = torch.full((5,), 2.0, dtype=F64)
+    res = la.newton_cg(f, x0, grad=grad, hvp=hvp, tol=1e-12)
+    exact = la.newton(f, x0, grad=grad, hessian=hessian, tol=1e-12)
+    assert res.converged and res.hessian_vector_products == len(calls)
+    # both end within the gradient tolerance over the smallest curvature (0.1) of each other
+    torch.testing.assert_close(res.x, exact.x, rtol=0, atol=2e-11)
+    g = res.grad_norms
+    ratios = [g[k + 1] / g[k] for k in range(len(g) - 1) if g[k + 1] > 1e-13]
+    assert ratios[-1] < 0.1 * ratios[0]  # the per-step factor shrinks: superlinear
+    # the forcing term min(1/2, sqrt|g|) lets the early steps stop CG long before n iterations
+    assert res.cg_iterations[0] < 5
+
+
+def test_newton_cg_autograd_products_match_explicit_ones():
+    f, grad, hessian = logistic_problem(seed=2, with_derivatives=True)
+    x0 = torch.zeros(5, dtype=F64)
+    by_autograd = la.newton_cg(f, x0, tol=1e-12)
+    by_hand = la.newton_cg(f, x0, grad=grad, hvp=lambda x, v: hessian(x) @ v, tol=1e-12)
+    assert by_autograd.cg_iterations == by_hand.cg_iterations
+    # same steps, products that agree to rounding (5 x 5, well conditioned): 1e-12 relative
+    torch.testing.assert_close(by_autograd.x, by_hand.x, rtol=1e-10, atol=1e-13)
+
+
+def test_newton_cg_stops_at_negative_curvature_and_still_descends():
+    """From (0.1, 0.3) on x²/2 + (y² − 1)²/4 the gradient points along negative curvature
+    (pᵀHp = 0.01 − 0.73 · 0.075 < 0): pure Newton walks into the saddle at the origin, while
+    Newton-CG stops CG there, steps along −∇f and reaches a minimiser (0, ±1)."""
+    saddle, x0 = ls.Saddle(), torch.tensor([0.1, 0.3], dtype=F64)
+    pure = la.newton(saddle, x0)
+    torch.testing.assert_close(pure.x, torch.zeros(2, dtype=F64), rtol=0, atol=1e-10)
+    res = la.newton_cg(saddle.f, x0, tol=1e-10)
+    assert res.converged and res.negative_curvature[0] == 0
+    assert all(b <= a for a, b in zip(res.losses, res.losses[1:]))
+    # |grad| <= 1e-10 over curvatures 1 and 2 at the minimiser: within 1e-10
+    assert float(res.x[1].abs()) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_newton_cg_bad_arguments_name_the_parameter():
+    x0 = torch.zeros(2, dtype=F64)
+    f = ls.Quadratic(4.0).f
+    cases = [
+        (lambda: la.newton_cg(3.0, x0), "f"),
+        (lambda: la.newton_cg(f, torch.zeros(1, 2, dtype=F64)), "x0"),
+        (lambda: la.newton_cg(f, x0, hvp=2.0), "hvp"),
+        (lambda: la.newton_cg(f, x0, grad=2.0), "grad"),
+        (lambda: la.newton_cg(f, x0, tol=0.0), "tol"),
+        (lambda: la.newton_cg(f, x0, max_cg=0), "max_cg"),
+        (lambda: la.newton_cg(f, x0, shrink=1.5), "shrink"),
+        (lambda: la.newton_cg(lambda x: x, torch.ones(2, dtype=F64)), "f"),
+    ]
+    for call, name in cases:
+        with pytest.raises(ValueError, match=f"Invalid {name}"):
+            call()

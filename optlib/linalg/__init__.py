@@ -7,7 +7,8 @@ One module per job:
   Jacobi (= diagonal preconditioning), with the optimal parameters for a spectrum
   :math:`[\mu, L]`;
 * :mod:`~optlib.linalg.krylov`: CG, preconditioned CG, GMRES;
-* :mod:`~optlib.linalg.newton`: Newton's method with optional damping and line search;
+* :mod:`~optlib.linalg.newton`: Newton's method with optional damping and line search, and
+  Newton-CG on Hessian-vector products;
 * :mod:`~optlib.linalg.spectra`: seeded test matrices with a known spectrum, condition numbers;
 * :mod:`~optlib.linalg.curvature`: Hessian-vector products, power iteration for the top Hessian
   eigenvalue, Hutchinson's diagonal estimator and its variance, exact Hessians and Gauss-Newton
@@ -35,15 +36,17 @@ from .curvature import (
     unflatten,
 )
 from .krylov import cg, gmres, pcg
-from .newton import NewtonResult, newton
+from .newton import NewtonCGResult, NewtonResult, newton, newton_cg
 from .results import DIVERGENCE_FACTOR, SolveResult, iterations_to_tolerance
 from .spectra import (
     badly_scaled_spd,
     condition_number,
+    diagonal_scales,
     eig_extremes,
     matrix_with_eigenvalues,
     nonsymmetric_matrix,
     random_orthogonal,
+    random_vector,
     spd_matrix,
     symmetric_diagonal_scaling,
 )
@@ -61,6 +64,7 @@ __all__ = [
     # results
     "SolveResult",
     "NewtonResult",
+    "NewtonCGResult",
     "EigenResult",
     "DIVERGENCE_FACTOR",
     "iterations_to_tolerance",
@@ -78,8 +82,11 @@ __all__ = [
     "gmres",
     # Newton
     "newton",
+    "newton_cg",
     # spectra
+    "random_vector",
     "random_orthogonal",
+    "diagonal_scales",
     "matrix_with_eigenvalues",
     "spd_matrix",
     "badly_scaled_spd",

@@ -7,6 +7,10 @@ C\|x_k - x^\star\|^2`: the number of correct digits doubles every step (Nocedal 
 Theorem 3.5). Far from it the pure step may go uphill or overshoot; a Levenberg-style
 ``damping`` :math:`\lambda I` and an Armijo backtracking ``line_search`` make it robust
 (Nocedal & Wright, 2006, §3.1 and §3.4).
+
+:func:`newton_cg` never forms the Hessian: it solves the Newton system only approximately, by
+conjugate gradients on Hessian-vector products (Pearlmutter, 1994), the "Hessian-free" Newton
+method (Nocedal & Wright, 2006, Algorithm 7.1; Martens, 2010).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import torch
 from torch import Tensor
 
 from ..optim._validate import check_interval, check_nonnegative, check_positive, check_positive_int
+from .curvature import _gradient_with_graph, _hvp_from_gradient
+from .krylov import cg
 
-__all__ = ["NewtonResult", "newton"]
+__all__ = ["NewtonCGResult", "NewtonResult", "newton", "newton_cg"]
 
 VectorFn = Callable[[Tensor], Tensor]
 
@@ -169,4 +175,161 @@ def newton(
         converged=reason == "converged",
         reason=reason,
         iterates=iterates,
+    )
+
+
+@dataclass
+class NewtonCGResult(NewtonResult):
+    r"""The outcome of :func:`newton_cg`: :class:`NewtonResult`'s fields, and
+
+    Attributes:
+        cg_iterations: the conjugate-gradient iterations of each Newton step, one
+            Hessian-vector product each.
+        negative_curvature: the steps whose CG run met a direction with
+            :math:`p^\top \nabla^2 f\, p \le 0` and stopped there.
+    """
+
+    cg_iterations: list[int] = field(default_factory=list)
+    negative_curvature: list[int] = field(default_factory=list)
+
+    @property
+    def hessian_vector_products(self) -> int:
+        """The total number of Hessian-vector products, the method's main cost."""
+        return sum(self.cg_iterations)
+
+
+HvpFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _autograd_derivatives(f: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, VectorFn]:
+    r""":math:`\nabla f(x)` and the map :math:`v \mapsto \nabla^2 f(x)\,v` by double backward
+    (Pearlmutter, 1994): the gradient's graph is built once and reused for every product."""
+    leaf = x.detach().requires_grad_(True)
+    value = f(leaf)
+    if not isinstance(value, Tensor) or value.numel() != 1 or not value.requires_grad:
+        raise ValueError("Invalid f: expected a differentiable scalar function of a 1-D tensor")
+    (g,) = _gradient_with_graph(value, [leaf])
+
+    def product(v: Tensor) -> Tensor:
+        return _hvp_from_gradient([g], [leaf], [v])[0]
+
+    return g.detach(), product
+
+
+def _skip_zero(product: VectorFn) -> VectorFn:
+    """``product``, except that the zero vector (CG's first residual from ``d = 0``) costs no
+    Hessian-vector product."""
+    return lambda v: torch.zeros_like(v) if not bool(v.any()) else product(v)
+
+
+def newton_cg(
+    f: Callable[[Tensor], Tensor],
+    x0: Tensor,
+    *,
+    grad: VectorFn | None = None,
+    hvp: HvpFn | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 100,
+    max_cg: int | None = None,
+    line_search: bool = True,
+    c1: float = 1e-4,
+    shrink: float = 0.5,
+    keep_iterates: bool = True,
+) -> NewtonCGResult:
+    r"""Newton's method with the Newton system solved inexactly by conjugate gradients, on
+    Hessian-vector products only (line-search Newton-CG, Nocedal & Wright, 2006, Algorithm 7.1):
+
+    .. math::
+        \text{CG on } \nabla^2 f(x_k)\, d = -\nabla f(x_k) \text{ from } d = 0 \text{ until }
+        \|\nabla^2 f(x_k)\, d + \nabla f(x_k)\| \le \eta_k \|\nabla f(x_k)\|, \quad
+        \eta_k = \min\bigl(\tfrac12, \sqrt{\|\nabla f(x_k)\|}\bigr), \qquad
+        x_{k+1} = x_k + t_k d .
+
+    The forcing term :math:`\eta_k \to 0` makes the convergence superlinear; one CG iteration
+    costs one product :math:`\nabla^2 f(x_k)\,v`, so the Hessian is never formed. If CG meets
+    a direction of non-positive curvature it stops and returns its last iterate (or
+    :math:`-\nabla f(x_k)` at the first iteration): a descent direction even where the Hessian
+    is indefinite. With ``line_search`` the step :math:`t_k` is the first of
+    :math:`1, \rho, \rho^2, \dots` (:math:`\rho` = ``shrink``) that passes Armijo's test (to
+    within a few units in the last place of :math:`f`, which rounding cannot resolve).
+
+    ``hvp(x, v)`` gives :math:`\nabla^2 f(x)\,v`; by default it is computed by double backward
+    through ``f`` (Pearlmutter, 1994; :func:`~optlib.linalg.curvature.hvp`), which then also
+    gives the gradient. ``max_cg`` (default :math:`n`) bounds the CG iterations of one step.
+    Martens (2010) trains deep networks this way ("Hessian-free" optimisation, with the
+    Gauss-Newton matrix in place of the Hessian).
+    """
+    if not callable(f):
+        raise ValueError(f"Invalid f: expected a callable, got {f!r}")
+    if not isinstance(x0, Tensor) or x0.ndim != 1 or not x0.is_floating_point():
+        raise ValueError("Invalid x0: expected a 1-D floating-point tensor")
+    if grad is not None and not callable(grad):
+        raise ValueError(f"Invalid grad: expected a callable or None, got {grad!r}")
+    if hvp is not None and not callable(hvp):
+        raise ValueError(f"Invalid hvp: expected a callable (x, v) -> Hv or None, got {hvp!r}")
+    tol = check_positive("tol", tol)
+    max_iter = check_positive_int("max_iter", max_iter)
+    max_cg = x0.numel() if max_cg is None else check_positive_int("max_cg", max_cg)
+    c1 = check_interval("c1", c1, 0.0, 1.0, low_open=True)
+    shrink = check_interval("shrink", shrink, 0.0, 1.0, low_open=True)
+
+    def derivatives(x: Tensor) -> tuple[Tensor, VectorFn]:
+        if hvp is None:
+            g, product = _autograd_derivatives(f, x)
+            return (g if grad is None else grad(x).detach()), product
+        g = grad(x).detach() if grad is not None else _autograd_derivatives(f, x)[0]
+        return g, lambda v: hvp(x, v).detach()
+
+    x = x0.detach().clone()
+    g, product = derivatives(x)
+    grad_norms = [float(torch.linalg.vector_norm(g))]
+    losses = [float(f(x))]
+    iterates = [x.clone()] if keep_iterates else None
+    step_sizes: list[float] = []
+    inner: list[int] = []
+    negative: list[int] = []
+    while True:
+        if grad_norms[-1] <= tol:
+            reason = "converged"
+            break
+        if not math.isfinite(grad_norms[-1]):
+            reason = "diverged"
+            break
+        if len(step_sizes) == max_iter:
+            reason = "max_iter"
+            break
+        forcing = min(0.5, math.sqrt(grad_norms[-1]))
+        solve = cg(_skip_zero(product), -g, tol=forcing, max_iter=max_cg)
+        inner.append(solve.iterations + (solve.reason == "breakdown"))  # the failed product too
+        d = solve.x
+        if solve.reason == "breakdown":
+            negative.append(len(step_sizes))
+            if not bool(d.any()):
+                d = -g
+        t, slope = 1.0, float(torch.dot(g, d))
+        f_new = float(f(x + d))
+        # a few ulps of slack: near the minimiser the decrease Armijo asks for falls below the
+        # rounding of f, and an exact test would halve steps that are in fact fine
+        slack = 8 * torch.finfo(x.dtype).eps * abs(losses[-1])
+        while line_search and f_new > losses[-1] + c1 * t * slope + slack and t > 1e-12:
+            t *= shrink
+            f_new = float(f(x + t * d))
+        x = x + t * d
+        g, product = derivatives(x)
+        step_sizes.append(t)
+        grad_norms.append(float(torch.linalg.vector_norm(g)))
+        losses.append(f_new)
+        if iterates is not None:
+            iterates.append(x.clone())
+    return NewtonCGResult(
+        x=x,
+        grad_norms=grad_norms,
+        losses=losses,
+        step_sizes=step_sizes,
+        iterations=len(step_sizes),
+        converged=reason == "converged",
+        reason=reason,
+        iterates=iterates,
+        cg_iterations=inner,
+        negative_curvature=negative,
     )

@@ -20,7 +20,9 @@ from ..optim._validate import check_interval, check_positive, check_positive_int
 from ._common import check_seed
 
 __all__ = [
+    "random_vector",
     "random_orthogonal",
+    "diagonal_scales",
     "matrix_with_eigenvalues",
     "spd_matrix",
     "badly_scaled_spd",
@@ -29,6 +31,15 @@ __all__ = [
     "symmetric_diagonal_scaling",
     "eig_extremes",
 ]
+
+
+def random_vector(n: int, seed: int = 0, *, dtype: torch.dtype = torch.float64) -> Tensor:
+    r"""A seeded standard Gaussian vector of length :math:`n` (a right-hand side :math:`b`, a
+    start :math:`x_0`), drawn from a generator seeded with ``derive_seed(seed)`` so that
+    ``OPTLIB_SEED`` moves it with every other seeded helper."""
+    n = check_positive_int("n", n)
+    gen = torch.Generator().manual_seed(derive_seed(check_seed(seed)))
+    return torch.randn(n, generator=gen, dtype=dtype)
 
 
 def random_orthogonal(n: int, seed: int = 0, *, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -106,11 +117,23 @@ def badly_scaled_spd(
     n = check_positive_int("n", n)
     scale = check_interval("scale", scale, 1.0)
     A0 = spd_matrix(n, kappa, seed, dtype=dtype)
-    gen = torch.Generator().manual_seed(derive_seed(check_seed(seed) + 1))
-    u = torch.linspace(0.0, 1.0, n, dtype=dtype)[torch.randperm(n, generator=gen)]
-    d = scale**u
+    d = diagonal_scales(n, scale, check_seed(seed) + 1, dtype=dtype)
     A = d[:, None] * A0 * d[None, :]
     return (A + A.T) / 2  # exactly symmetric despite rounding
+
+
+def diagonal_scales(
+    n: int, scale: float, seed: int = 0, *, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    r"""Seeded scale factors :math:`d_i = 	ext{scale}^{u_i}`, the :math:`u_i` evenly spaced in
+    :math:`[0, 1]` in random order: :math:`n` units of measurement spread over a factor
+    ``scale``, for :func:`badly_scaled_spd` (which uses ``seed + 1``) and for badly scaled
+    features."""
+    n = check_positive_int("n", n)
+    scale = check_interval("scale", scale, 1.0)
+    gen = torch.Generator().manual_seed(derive_seed(check_seed(seed)))
+    u = torch.linspace(0.0, 1.0, n, dtype=dtype)[torch.randperm(n, generator=gen)]
+    return scale**u
 
 
 def nonsymmetric_matrix(

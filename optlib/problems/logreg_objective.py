@@ -144,6 +144,23 @@ class LogisticObjective:
         H = (H + H.T) / 2
         return H + self.l2 * torch.eye(self.dim, dtype=H.dtype)
 
+    def empirical_fisher_diagonal(self, theta: Tensor) -> Tensor:
+        r"""The diagonal of the *empirical Fisher* matrix, the mean of the squared per-example
+        gradients of the data term (the penalty left out):
+
+        .. math::
+            \operatorname{diag}\hat F = \frac1N \sum_i \bigl((p_i - e_{y_i}) \otimes
+            \tilde x_i\bigr)^{\odot 2} = \frac1N \sum_i (p_i - e_{y_i})^{\odot 2} \otimes
+            \tilde x_i^{\odot 2} .
+
+        It is what the second moment of Adagrad, RMSProp and Adam averages when each mini-batch
+        holds one example; it is not the Hessian's diagonal, whose data term has
+        :math:`\operatorname{diag}(p_i) - p_i p_i^\top` (an expectation over labels drawn from
+        the model) where this has the observed labels (Kunstner, Hennig & Balles, 2019)."""
+        theta = self._check(theta)
+        R = self._probabilities(theta) - self._Y  # (N, C): p_i - e_{y_i}
+        return ((R * R).T @ (self._X1 * self._X1)).reshape(-1) / self.X.shape[0]
+
     def minimize(
         self,
         optimizer: Callable[[list[Tensor]], torch.optim.Optimizer],
