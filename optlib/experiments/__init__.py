@@ -11,6 +11,8 @@ One module per kind of experiment:
 * :mod:`~optlib.experiments.weight_decay`: decoupled decay and its effective rate (chapter 6);
 * :mod:`~optlib.experiments.lr_wd_grid`: learning-rate × weight-decay grids of many digits
   MLPs trained at once (chapter 6);
+* :mod:`~optlib.experiments.preconditioning`: the digits MLP on badly scaled features, in
+  their own basis and in a rotated one, for diagonal preconditioning on a network (chapter 7);
 * :mod:`~optlib.experiments.sophia`: SophiaG (with its Gauss-Newton-Bartlett refresh) against
   AdamW on the character model, and the fraction of clipped coordinates (chapter 9).
 
