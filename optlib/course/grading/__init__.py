@@ -3,15 +3,16 @@ r"""Exercises for the classroom: otter-grader for authoring and self-checks, a t
 Two layers, because otter's own grading runs its tests inside the student's kernel, after the
 student's code, and so trusts the submission:
 
-* **authoring and self-check** (:mod:`.assign`): ``otter assign`` turns each master notebook
-  in ``exercises/`` into a student release and an autograder version; in the released
-  notebook ``grader.check("q1")`` gives the learner instant, advisory feedback, through the same
-  protocol as the grader (:func:`optlib.course.checks.run_check`);
-* **grading** (:mod:`.grade`): each submission runs in its own bubblewrap sandbox
-  (:mod:`.sandbox`), its cells in order as Jupyter would run them (:mod:`.submission`); the
-  grader drives each question's probes through stand-ins (:mod:`.proxy`) and the learner's side
-  (:mod:`.serve`) answers one call at a time with plain data, which the grader compares with
-  reference answers it computed itself (:mod:`optlib.course.checks`).
+* **authoring and self-check** (:mod:`~optlib.course.grading.assign`): ``otter assign`` turns
+  each master notebook in ``exercises/`` into a student release and an autograder version; in
+  the released notebook ``grader.check("q1")`` gives the learner instant, advisory feedback,
+  through the same protocol as the grader (:func:`optlib.course.checks.run_check`);
+* **grading** (:mod:`~optlib.course.grading.grade`): each submission runs in its own bubblewrap
+  sandbox (:mod:`~optlib.course.grading.sandbox`), its cells in order as Jupyter would run them
+  (:mod:`~optlib.course.grading.submission`); the grader drives each question's probes through
+  stand-ins (:mod:`~optlib.course.grading.proxy`) and the learner's side
+  (:mod:`~optlib.course.grading.serve`) answers one call at a time with plain data, which the
+  grader compares with reference answers it computed itself (:mod:`optlib.course.checks`).
 
 **What a grade relies on** (each backed by tests in ``tests/test_grading*.py``):
 
