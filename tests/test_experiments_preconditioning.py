@@ -26,7 +26,7 @@ def test_the_rotated_model_computes_the_same_function():
 
 
 def test_sgd_takes_the_same_steps_in_both_bases_and_adam_does_not():
-    options = dict(steps=30, batch_size=16, n_hidden=8, window=5, every=10, dtype=F64)
+    options = dict(steps=30, batch_size=16, n_hidden=8, window=5, every=10, dtype="float64")
     sgd = pre.rotated_features_sweep("SGD", [0.05], [0, 1], **options)
     adam = pre.rotated_features_sweep("Adam", [3e-3], [0, 1], **options)
     sgd_loss = np.array(sgd["window_loss"])  # [lr][basis][seed]

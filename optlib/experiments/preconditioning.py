@@ -70,7 +70,7 @@ def rotated_features_sweep(
     data_seed: int = 0,
     scale_seed: int = 11,
     rotation_seed: int = 5,
-    dtype: torch.dtype = torch.float32,
+    dtype: str = "float32",
 ) -> dict:
     r"""Train the digits MLP on badly scaled features in both bases (module docstring) with
     ``getattr(optlib, optimizer)(groups, lr=lr)`` for every learning rate and seed.
@@ -79,12 +79,17 @@ def rotated_features_sweep(
     ``("scaled", "rotated")``: ``window_loss``, the mean training batch loss over the last
     ``window`` steps; ``test_loss``, the loss on the held-out split after training; ``curves``,
     the batch loss every ``every`` steps (at ``curve_steps``), NaN after a divergence. Copies
-    with the same seed see the same mini-batches in both bases.
+    with the same seed see the same mini-batches in both bases. ``dtype`` is ``"float32"`` or
+    ``"float64"`` (a string: the arguments stay JSON data for
+    :func:`optlib.course.cache.memoize`).
     """
     import optlib
 
     if not lrs or not seeds:
         raise ValueError("Invalid lrs, seeds: give at least one of each")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"Invalid dtype: {dtype!r}; allowed are 'float32', 'float64'")
+    dtype = getattr(torch, dtype)
     start = time.perf_counter()
     data = digits(seed=data_seed, dtype=dtype)
     n_in, n_out = data.n_features, data.n_classes
