@@ -321,6 +321,25 @@ with open("/dev/shm/{MARK}-ballast", "wb") as f:
 exec(answer)
 """
 
+# 200 processes at once, in a job allowed 64 (threads included): the answer exists only if the
+# limit did not hold.
+MANY_PROCESSES = """import os, time
+
+started = 0
+for _ in range(200):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    started += 1
+if started == 200:
+    def largest_stable_lr(A):
+        return float(2 / torch.linalg.eigvalsh(A).max())
+"""
+
 SHM_CONSUMER = f"""import os
 
 for where in ("/dev/shm", "/tmp", "/var/tmp"):
@@ -449,7 +468,7 @@ def graded(released, tmp_path_factory):
         "m_universal_cheat": insert_after_setup(student, UNIVERSAL_CHEAT),
         "m_universal_cheat_then_solutions": insert_after_setup(solution, UNIVERSAL_CHEAT),
         "o_deep_json": "[" * 200_000,
-        "u_shm_consumer": with_answers(student, [SHM_CONSUMER, sol[1], sol[2]]),
+        "u_shm_consumer": with_answers(student, [SHM_CONSUMER, MANY_PROCESSES, sol[2]]),
         "v_limits": with_answers(student, [MANY_FILES, DISK_FILL, FORK_MEMORY]),
         "dl_delegating": with_answers(student, DELEGATING),
         "nr_never_run": never_run,
@@ -562,9 +581,9 @@ def test_nothing_the_jobs_started_or_wrote_outlives_them(graded):
     assert graded["host_new"] == []
 
 
-def test_tmp_and_shm_are_private_to_each_job(graded):
-    row = graded["rows"]["u_shm_consumer"]  # finds nothing k_harmless_attacks left
-    assert scores(row) == (0, 2, 2, 4)
+def test_tmp_and_shm_are_private_to_each_job_and_processes_are_limited(graded):
+    row = graded["rows"]["u_shm_consumer"]  # finds nothing k_harmless_attacks left (q1)
+    assert scores(row) == (0, 0, 2, 2), row["notes"]  # and cannot start 200 processes (q2)
 
 
 def test_one_job_cannot_damage_the_others(graded):
