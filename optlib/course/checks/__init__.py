@@ -10,7 +10,8 @@ Every check lives in the module of its chapter's topic and registers itself in :
 * :mod:`~optlib.course.checks.adam` (chapter 5),
 * :mod:`~optlib.course.checks.weight_decay` (chapter 6),
 * :mod:`~optlib.course.checks.preconditioners` (chapter 7),
-* :mod:`~optlib.course.checks.sign_methods` (chapter 8).
+* :mod:`~optlib.course.checks.sign_methods` (chapter 8),
+* :mod:`~optlib.course.checks.curvature` (chapter 9).
 
 Exercises call them as ``checks.<name>(answer)``: ``from optlib.course import checks``.
 """
@@ -21,6 +22,8 @@ from .adagrad import *  # noqa: F403
 from .adagrad import __all__ as _adagrad
 from .adam import *  # noqa: F403
 from .adam import __all__ as _adam
+from .curvature import *  # noqa: F403
+from .curvature import __all__ as _curvature
 from .gradient_descent import *  # noqa: F403
 from .gradient_descent import __all__ as _gradient_descent
 from .momentum import *  # noqa: F403
@@ -37,6 +40,6 @@ from .weight_decay import __all__ as _weight_decay
 __all__ = ["CHECKS", "DELEGATION", "Check", "run_check"]
 for _names in (
     _gradient_descent, _sgd, _momentum, _adagrad, _adam, _weight_decay, _preconditioners,
-    _sign_methods,
+    _sign_methods, _curvature,
 ):
     __all__ += _names
