@@ -4,7 +4,7 @@ Tried as a PyTorch engineer would before adopting the library, the list was (eac
 tests that keep it fixed; the ones marked "slow" live in their own modules):
 
 1. ``fused=True`` refused; ``foreach=None`` never picks foreach: ``test_fused_*``,
-   ``test_foreach_none_*`` (owned by the fast-path work, issue 13: xfail until it lands).
+   ``test_foreach_none_*`` (the fast path of issue 13; ``tests/test_fused.py`` tests it fully).
 2. sparse gradients crash SGD and Adagrad: ``test_sparse_*``.
 3. ``LBFGS.add_param_group`` silently ignored: ``test_lbfgs_add_param_group_*``.
 4. Lion freezes after one NaN; no optimizer may freeze silently: ``test_non_finite_*``.
@@ -95,10 +95,6 @@ def _closure(opt, model, X, y):
 
 # --- 1. fused=True and foreach=None (the fast path, issue 13) ----------------------------------
 
-FAST_PATH = pytest.mark.xfail(strict=False, reason="fast path: issue 13")
-
-
-@FAST_PATH
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad"])
 def test_fused_true_is_accepted_and_matches_torch_fused(name):
     kw = {"lr": 0.05, "momentum": 0.9} if name == "SGD" else {"lr": 0.05}
@@ -113,7 +109,6 @@ def test_fused_true_is_accepted_and_matches_torch_fused(name):
     assert_close_lists(results[1], results[0], rtol=1e-5)
 
 
-@FAST_PATH
 def test_foreach_none_picks_as_torch_on_the_cpu():
     """torch's default on the CPU is the per-tensor loop (foreach on CUDA): the same here."""
     from torch.optim.optimizer import _default_to_fused_or_foreach

@@ -46,6 +46,24 @@ def new_step_counter() -> Tensor:
     return torch.tensor(0.0, dtype=dtype)
 
 
+def eager(reason: str) -> Callable[[Callable], Callable]:
+    """Run the decorated function eagerly under ``torch.compile`` (dynamo does not trace it;
+    ``reason`` says why, for the reader).
+
+    The same as ``torch.compiler.disable(fn, reason=reason)``, except that ``torch._dynamo`` (a
+    second's import on a laptop CPU, doubling ``import optlib``) is imported at the function's
+    first call, not when optlib is imported: torch's own ``torch._disable_dynamo`` does exactly
+    this for the same reason.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        wrapped = torch._disable_dynamo(fn)
+        wrapped.__eager_reason__ = reason  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorate
+
+
 def compiling() -> bool:
     """Whether torch.compile (dynamo) is tracing the code that calls this."""
     return torch.compiler.is_compiling()

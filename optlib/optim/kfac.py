@@ -105,7 +105,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import Optimizer, host_scalar, scalar
+from ._base import Optimizer, eager, host_scalar, scalar
 from ._validate import check_beta, check_nonnegative, check_positive, check_positive_int
 from .sgd import sgd_update
 
@@ -411,7 +411,7 @@ class KFAC(Optimizer):
     # torch 2.13's dynamo drops assignments to an optimizer's attributes inside a compiled
     # step (it models torch.optim.Optimizer objects specially): the two that change here are
     # made eagerly.
-    @torch.compiler.disable(reason="sets the optimizer's attributes (lost when traced)")
+    @eager("sets the optimizer's attributes (lost when traced)")
     def _evaluate_in_closure(self, closure: Callable[[], Tensor]) -> Tensor:
         """``closure()`` with gradients on, its passes feeding the statistics in any mode."""
         self._in_closure = True
@@ -420,11 +420,11 @@ class KFAC(Optimizer):
         finally:
             self._in_closure = False
 
-    @torch.compiler.disable(reason="sets the optimizer's attributes (lost when traced)")
+    @eager("sets the optimizer's attributes (lost when traced)")
     def _advance(self) -> None:
         self.steps += 1
 
-    @torch.compiler.disable(reason="eigendecompositions and the step counter, eagerly")
+    @eager("eigendecompositions and the step counter, eagerly")
     def _prepare(self) -> bool:
         r"""Refresh the eigenbases due at this step (every ``TInv`` steps, and at a layer's first
         step with statistics, whether or not it has a gradient now), check that the layers have

@@ -52,7 +52,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, scalar
+from ._base import Optimizer, eager, scalar
 from ._validate import check_choice, check_nonnegative, check_positive_int
 
 Number = float | Tensor  # a step length or a loss: Python float or 0-d tensor, as in torch
@@ -365,7 +365,7 @@ class LBFGS(Optimizer):
 
     # --- the algorithm ----------------------------------------------------------------------
 
-    @torch.compiler.disable(reason="L-BFGS branches on losses, as torch.optim.LBFGS (not compiled)")
+    @eager("L-BFGS branches on losses, as torch.optim.LBFGS (not compiled)")
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:  # type: ignore[override]
         """Run up to ``max_iter`` L-BFGS iterations; returns the loss before the first one."""

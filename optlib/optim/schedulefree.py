@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, scalar
+from ._base import Optimizer, eager, scalar
 from ._moments import real_views
 from ._validate import check_beta, check_interval, check_nonnegative, check_positive
 
@@ -248,7 +248,7 @@ class AdamWScheduleFree(Optimizer):
         return loss
 
 
-@torch.compiler.disable(reason="the schedule's Python floats change every step")
+@eager("the schedule's Python floats change every step")
 def _advance_schedules(groups: list[dict]) -> list[tuple[float, float, float]]:
     """:func:`_advance_schedule` for every group. Under torch.compile this runs eagerly: the
     floats then enter the compiled update as inputs, not as constants that would recompile it

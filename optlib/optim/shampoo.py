@@ -78,7 +78,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, scalar, scalar_step
+from ._base import Optimizer, eager, scalar, scalar_step
 from ._matrix import (
     EighError,
     matrix_inverse_roots,
@@ -457,7 +457,7 @@ class Shampoo(Optimizer):
         restore_float32_state(self, state_dict)
 
 
-@torch.compiler.disable(reason="inverse roots: float64 eigendecompositions, checked eagerly")
+@eager("inverse roots: float64 eigendecompositions, checked eagerly")
 def _refresh_roots(due: list[tuple[list[tuple[dict, float]], float]]) -> None:
     """:func:`update_inverse_roots` for the due blocks of every group (with its epsilon)."""
     for blocks, epsilon in due:

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, scalar, scalar_step
+from ._base import Optimizer, eager, scalar, scalar_step
 from ._matrix import (
     EighError,
     mode_gram,
@@ -320,7 +320,7 @@ def soap_refresh_many(due: list[tuple[dict, _View]]) -> None:
         state["m"] = view.back(mode_product(view.to(m_original), Q)).contiguous()
 
 
-@torch.compiler.disable(reason="basis refreshes: float64 eigh/QR and finiteness checks, eager")
+@eager("basis refreshes: float64 eigh/QR and finiteness checks, eager")
 def _refresh_all(due: list[tuple[dict, _View]]) -> None:
     """:func:`soap_refresh_many` for every tensor that is due; under torch.compile it runs
     eagerly, one graph break per refresh step, so the per-step update stays one compiled graph."""
