@@ -632,6 +632,17 @@ def test_library_modules_import_without_the_course_extras():
     assert result.stdout.startswith("ok")
 
 
+def test_importing_optlib_does_not_import_the_compiler():
+    """``import optlib`` costs what its own modules cost: torch._dynamo (about a second on a
+    laptop CPU, and the same again in every sandboxed grading job) is imported only when
+    something is compiled or an eager-under-compile step first runs (``optim._base.eager``)."""
+    code = "import sys, optlib; print('torch._dynamo' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
 def test_library_bench_memory_counts_the_same_without_scikit_learn(monkeypatch):
     from optlib.bench import memory, model_steps
 
