@@ -20,7 +20,7 @@ def test_every_kind_is_timed_each_round_and_the_model_is_left_alone():
     model, X, y = _problem()
     before = [p.detach().clone() for p in model.parameters()]
     times = hessian_cost.iteration_costs(model, X, y, nn.functional.cross_entropy, tokens=32,
-                                         warmup=1, rounds=4)  # fmt: skip
+                                         warmup=1, rounds=4, block=2)  # fmt: skip
     assert list(times) == list(hessian_cost.KINDS)
     assert all(len(ts) == 4 and all(t > 0 for t in ts) for ts in times.values())
     assert all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before))
@@ -40,3 +40,5 @@ def test_bad_tokens_name_the_parameter():
     model, X, y = _problem()
     with pytest.raises(ValueError, match="Invalid tokens"):
         hessian_cost.iteration_costs(model, X, y, nn.functional.cross_entropy, tokens=0)
+    with pytest.raises(ValueError, match="Invalid block"):
+        hessian_cost.iteration_costs(model, X, y, nn.functional.cross_entropy, tokens=1, block=0)

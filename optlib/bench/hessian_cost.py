@@ -2,8 +2,11 @@ r"""What Sophia's curvature costs per step, measured interleaved (chapter 9).
 
 On one model and one batch, :func:`iteration_costs` times the pieces of a training iteration
 round-robin (:func:`optlib.bench.steps.interleaved_times`: ``warmup`` untimed rounds, then
-``rounds`` rounds calling each piece once, the order reversed every other round, so a busy
-machine slows them alike):
+``rounds`` rounds calling each piece, the order reversed every other round, so a busy machine
+slows them alike). Each timed sample is ``block`` consecutive calls of one piece: on a shared
+CPU the scheduler takes the processor away for milliseconds at a time, and a sample long enough
+to contain such pauses in proportion to its length keeps the ratios between the pieces right
+(a median of single short calls can land all on one side of them). The pieces:
 
 * ``gradient``: ``zero_grad``, forward, backward;
 * ``HVP``: one Hessian-vector product by double backward (:func:`optlib.linalg.hvp`: forward,
@@ -53,12 +56,16 @@ def iteration_costs(
     tokens: int,
     warmup: int = 3,
     rounds: int = 15,
+    block: int = 5,
     seed: int = 0,
 ) -> dict[str, list[float]]:
-    """Seconds per call of each of :data:`KINDS` on ``model`` and the batch ``X, y``, measured
-    interleaved (see the module docstring); ``tokens`` is SophiaG's ``bs``."""
+    """Seconds per call of each of :data:`KINDS` on ``model`` and the batch ``X, y``, one
+    number per round (the mean over a block of ``block`` calls), measured interleaved (see the
+    module docstring); ``tokens`` is SophiaG's ``bs``."""
     if tokens < 1:
         raise ValueError(f"Invalid tokens: {tokens}; need tokens >= 1")
+    if block < 1:
+        raise ValueError(f"Invalid block: {block}; need block >= 1")
     copies = {kind: copy.deepcopy(model) for kind in KINDS}
     params = {kind: [p for p in m.parameters() if p.requires_grad] for kind, m in copies.items()}
     adamw = optlib.AdamW(params["AdamW iteration"], lr=1e-6)
@@ -99,7 +106,16 @@ def iteration_costs(
             lambda: loss_of("Hutchinson refresh"), generator=generator
         ),
     }
-    return interleaved_times(calls, warmup=warmup, rounds=rounds)
+    def blocked(call: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(block):
+                call()
+
+        return run
+
+    times = interleaved_times({kind: blocked(call) for kind, call in calls.items()},
+                              warmup=warmup, rounds=rounds)  # fmt: skip
+    return {kind: [t / block for t in ts] for kind, ts in times.items()}
 
 
 def amortised(times: dict[str, list[float]], every: int) -> dict[str, float]:
