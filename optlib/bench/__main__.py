@@ -11,6 +11,7 @@ COMMANDS = {
     "steps": ("optlib.bench.steps", "step time: torch/optlib, foreach/fused, vs the floor"),
     "memory": ("optlib.bench.memory", "optimizer-state bytes per parameter, measured vs expected"),
     "gpu": ("optlib.bench.gpu", "one optimizer step on a CUDA device, every path vs the floor"),
+    "suite": ("optlib.bench.suite", "the optimizer benchmark of chapter 12 (tuned, to target)"),
 }
 
 

@@ -14,7 +14,11 @@ One module per kind of experiment:
 * :mod:`~optlib.experiments.preconditioning`: the digits MLP on badly scaled features, in
   their own basis and in a rotated one, for diagonal preconditioning on a network (chapter 7);
 * :mod:`~optlib.experiments.sophia`: SophiaG (with its Gauss-Newton-Bartlett refresh) against
-  AdamW on the character model, and the fraction of clipped coordinates (chapter 9).
+  AdamW on the character model, and the fraction of clipped coordinates (chapter 9);
+* :mod:`~optlib.experiments.race`: many runs of one optimizer on a workload of the suite, with
+  held-out curves (chapter 12's benchmark and experiments);
+* :mod:`~optlib.experiments.switching`: Adam, then SGD (SWATS) (chapter 12);
+* :mod:`~optlib.experiments.evolution`: the evolution-strategies gradient estimate (chapter 12).
 
 This layer imports :mod:`optlib.optim`, :mod:`optlib.linalg` and :mod:`optlib.problems`, never
 the plots, the benchmarks or the course machinery above it.

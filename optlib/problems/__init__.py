@@ -14,6 +14,7 @@ from .logreg_objective import LogisticObjective, digits_logistic_objective
 from .moe import MoE, expert_load, moe_clusters, moe_toy, routing_change
 from .reddi import OnlineRun, ReddiProblem, play_online
 from .sparse import SparseFeatures, logistic_model, sparse_logistic
+from .wilson import WilsonProblem, minimum_norm, wilson_features, wilson_problem
 from .workloads import WORKLOADS, Workload, evaluate, workload
 
 __all__ = ["Dataset", "digits", "digits_mlp", "mlp", "digits_logreg", "softmax_regression"]
@@ -25,3 +26,4 @@ __all__ += ["CharCorpus", "bits_per_char", "char_lm", "lm_loss", "stdlib_corpus"
 __all__ += ["DigitsCNN", "digit_images", "digits_cnn"]
 __all__ += ["MoE", "expert_load", "moe_clusters", "moe_toy", "routing_change"]
 __all__ += ["WORKLOADS", "Workload", "evaluate", "workload"]
+__all__ += ["WilsonProblem", "minimum_norm", "wilson_features", "wilson_problem"]
