@@ -71,9 +71,7 @@ def reader_texts() -> list[tuple[str, str, str]]:
 #: References to chapters that do not exist yet, per file, as they stood when this test was
 #: written (the chapter engineers write "a later chapter" instead, or the chapter lands). Only
 #: shrinks: a new reference fails, and so does an entry that is no longer needed.
-KNOWN_MISSING_CHAPTER_REFS: dict[str, tuple[int, ...]] = {
-    "chapters/07_optimizers_as_preconditioners.ipynb": (10, 12),
-}
+KNOWN_MISSING_CHAPTER_REFS: dict[str, tuple[int, ...]] = {}
 
 
 def _missing_refs() -> dict[str, dict[str, set[int]]]:

@@ -276,7 +276,6 @@ KNOWN_OFFENDERS: dict[str, dict[str, tuple[str, ...]]] = {
 #: Chapters that glue with myst_nb.glue directly (no refusal of inf/nan). Shrinking likewise.
 KNOWN_DIRECT_MYST_NB_GLUE: set[str] = {
     "05_adam_and_bias_correction.ipynb",
-    "07_optimizers_as_preconditioners.ipynb",
 }
 
 
