@@ -45,7 +45,7 @@ def test_the_sweep_is_plain_seeded_data():
     b = pre.rotated_features_sweep("SGD", [0.01, 0.1], [0, 1, 2], **options)
     assert json.loads(json.dumps(a)) == a
     assert np.array(a["window_loss"]).shape == (2, 2, 3)
-    assert np.array(a["curves"]).shape == (2, 2, 3, 4) and a["curve_steps"] == [0, 4, 8, 12]
+    assert np.array(a["curves"]).shape == (2, 2, 3, 3) and a["curve_steps"] == [4, 8, 12]
     assert a["window_loss"] == b["window_loss"] and a["bases"] == ["scaled", "rotated"]
     seeds = np.array(a["window_loss"])[0, 0]
     assert len(set(seeds.tolist())) == 3  # each seed its own initial weights and batches

@@ -78,7 +78,8 @@ def rotated_features_sweep(
     Returns plain JSON data, nested as ``[lr][basis][seed]`` with ``basis`` in
     ``("scaled", "rotated")``: ``window_loss``, the mean training batch loss over the last
     ``window`` steps; ``test_loss``, the loss on the held-out split after training; ``curves``,
-    the batch loss every ``every`` steps (at ``curve_steps``), NaN after a divergence. Copies
+    the mean batch loss over each block of ``every`` steps (ending at ``curve_steps``), NaN after
+    a divergence. Copies
     with the same seed see the same mini-batches in both bases. ``dtype`` is ``"float32"`` or
     ``"float64"`` (a string: the arguments stay JSON data for
     :func:`optlib.course.cache.memoize`).
@@ -114,7 +115,8 @@ def rotated_features_sweep(
     test = stacked.evaluate(loss_fn, data.X_test * s, data.y_test)
     test = np.where(np.isfinite(history[-1]), test, np.nan)
     shape = (len(lrs), len(BASES), len(seeds))
-    picks = np.arange(0, steps + 1, every)
+    blocks = steps // every  # mean batch loss over steps (j-1)·every+1 .. j·every
+    curves = history[1 : blocks * every + 1].reshape(blocks, every, -1).mean(axis=1)
 
     def nested(values: np.ndarray) -> list:
         return np.asarray(values, dtype=float).reshape(*shape, *values.shape[1:]).tolist()
@@ -127,7 +129,7 @@ def rotated_features_sweep(
         "scale": float(scale),
         "window_loss": nested(np.mean(history[-window:], axis=0)),
         "test_loss": nested(test),
-        "curve_steps": picks.tolist(),
-        "curves": nested(history[picks].T),
+        "curve_steps": [every * (j + 1) for j in range(blocks)],
+        "curves": nested(curves.T),
         "seconds": time.perf_counter() - start,
     }
