@@ -181,7 +181,7 @@ def refreshed_bases(
     \operatorname{qr}(F Q)`, after sorting the columns of :math:`Q` by the estimated
     eigenvalues :math:`\operatorname{diag}(Q^\top F Q)` (largest first). ``v`` (in the viewed
     shape) is permuted along each dimension like the columns; returns the new bases and ``v``.
-    (:func:`_refresh_all` runs this for many tensors with the QRs batched.)"""
+    (:func:`soap_refresh_many` runs this for many tensors with the QRs batched.)"""
     plan, v = _refresh_plan(factors, bases, v)
     return _apply_plan(plan, qr_bases([x.matrix for x in plan if isinstance(x, _QR)])), v
 
