@@ -178,6 +178,8 @@ def test_lm_race_reports_plain_data_in_the_order_of_its_runs():
     # the same runs in another order give the same numbers in that order
     again = lm_race("SophiaG", runs[::-1], options=HYPER, **common)
     np.testing.assert_allclose(again["final"], r["final"][::-1], rtol=1e-6)
+    subset = lm_race("SophiaG", runs, options=HYPER, final_examples=5, **common)
+    assert subset["curve"] == r["curve"] and subset["final"] != r["final"]
     adamw = lm_race("AdamW", runs, **common)
     assert adamw["clipped"] == [] and adamw["refreshes"] == 0
     for bad in ("SophiaH", "LBFGS", "NotAnOptimizer"):

@@ -199,6 +199,7 @@ def lm_race(
     hessian_every: int = 10,
     eval_every: int = 25,
     eval_examples: int = 64,
+    final_examples: int | None = None,
     clip_every: int = 5,
 ) -> dict:
     r"""Train one copy of the character model per run ``(lr, seed)`` with ``optimizer``
@@ -212,7 +213,8 @@ def lm_race(
     update is element-wise, so each copy still takes its own steps). Returns plain JSON data,
     lists aligned with ``runs``: ``curve_steps`` and ``curve`` (the validation loss in nats on
     ``eval_examples`` evenly spaced validation windows, ``curve[i][k]`` after
-    ``curve_steps[i]`` steps), ``final`` (on every validation window, after training),
+    ``curve_steps[i]`` steps), ``final`` (after training, on ``final_examples`` evenly spaced
+    validation windows, default all),
     ``diverged``, ``clipped_steps`` and ``clipped`` (SophiaG: the clipped fraction of every
     ``clip_every``-th step, ``clipped[i][k]``; else empty), ``tokens_per_step``, ``refreshes``
     and ``seconds`` (wall time of the whole call).
@@ -260,7 +262,10 @@ def lm_race(
         step_kwargs={"bs": tokens} if optimizer == "SophiaG" else None,
     )  # fmt: skip
     diverged = ~np.isfinite(history[-1])
-    final = np.where(diverged, np.nan, stacked.evaluate(work.loss_fn, data.X_test, data.y_test))
+    n_final = len(data.X_test) if final_examples is None else min(final_examples, len(data.X_test))
+    pick = torch.linspace(0, len(data.X_test) - 1, n_final).round().long()
+    final = np.where(diverged, np.nan, stacked.evaluate(work.loss_fn, data.X_test[pick],
+                                                        data.y_test[pick]))  # fmt: skip
     back = np.argsort(order)  # results in the order of ``runs``
 
     def plain(values) -> list[float]:
