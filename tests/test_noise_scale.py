@@ -163,3 +163,39 @@ def test_b_simple_of_a_non_positive_signal_is_infinite():
     assert ns.NoiseScale(signal=-1e-3, noise=2.0).b_simple == math.inf
     assert ns.NoiseScale(signal=0.5, noise=2.0).as_dict() == {
         "signal": 0.5, "noise": 2.0, "b_simple": 4.0}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- during training
+
+
+def test_stacked_per_example_gradients_are_each_copys_own():
+    from optlib.experiments.stacked import StackedModels
+    from optlib.experiments.stochastic import per_example_gradients
+    from optlib.problems import workload
+
+    work = workload("moe", dtype=torch.float64)
+    X, y = work.data.X_train[:40], work.data.y_train[:40]
+    models = [work.model(s) for s in (0, 1, 2)]
+    G = ns.stacked_per_example_gradients(StackedModels(models), work.loss_fn, X, y)
+    assert G.shape == (3, 40, work.n_params)
+    for k, model in enumerate(models):
+        # the same per-example graphs, batched differently: rounding only
+        torch.testing.assert_close(G[k], per_example_gradients(model, work.loss_fn, X, y),
+                                   rtol=1e-10, atol=1e-13)  # fmt: skip
+
+
+def test_noise_scale_during_training_measures_each_copy_as_it_trains_alone():
+    from optlib.problems import workload
+
+    est = dict(b_small=4, b_big=256, n_small=256, n_big=64)
+    out = ns.noise_scale_during_training("digits_mlp", "SGD", 0.5, [0, 1], [0, 5], estimate=est)
+    assert out["steps"] == [0, 5]
+    work = workload("digits_mlp")
+    X, y = work.data.X_train, work.data.y_train
+    for k, seed in enumerate((0, 1)):
+        direct = ns.exact_noise_scale(work.model(seed), work.loss_fn, X, y)  # at step 0
+        assert math.isclose(out["b_simple"][0][k], direct.b_simple, rel_tol=1e-4)
+        assert math.isclose(out["loss"][0][k], work.loss(work.model(seed), "train"), rel_tol=1e-5)
+        # the estimate from 256 + 64 batches: within its sampling error of the direct value
+        assert abs(out["estimated_b_simple"][0][k] / direct.b_simple - 1) < 0.3
+    assert all(a < b for a, b in zip(out["loss"][1], out["loss"][0]))  # it trained

@@ -122,6 +122,7 @@ def batch_size_sweep(
     max_steps: int,
     stop_factor: float = 2.0,
     eval_examples: int | None = 512,
+    checkpoint_ratio: float = 1.1,
     warmup: int = 0,
     options: dict | None = None,
     workload_options: dict | None = None,
@@ -131,14 +132,15 @@ def batch_size_sweep(
     at a constant learning rate after a linear ``warmup`` of that many steps.
 
     The training loss is measured on ``eval_examples`` evenly spaced training examples (all of
-    them with ``None``) at the steps of :func:`checkpoints`; a run reaches a target at the first
-    checkpoint at or below it (linearly interpolated from the one before). For each batch size
+    them with ``None``) at the steps of :func:`checkpoints` (spaced by ``checkpoint_ratio``); a
+    run reaches a target at the first checkpoint at or below it (linearly interpolated from the
+    one before). For each batch size
     the run stops at ``max_steps``, or once the learning rate with the fewest median steps to the
     lowest target has reached it and the run is ``stop_factor`` times that long. Returns plain
     JSON data: the arguments, and per batch size ``curves[i]`` with ``steps`` (the checkpoints
     evaluated) and ``loss`` (``[checkpoint][lr][seed]``, NaN once a run diverged), ``reached``
-    (``[target][lr][seed]``: steps to the target, ``inf`` if not reached before the stop) and
-    ``seconds``.
+    (``[target][lr][seed]``: steps to the target, ``inf`` if not reached before the stop),
+    ``diverged`` (``[lr][seed]``: the run had diverged by the stop) and ``seconds``.
     """
     if optimizer not in ELEMENTWISE:
         raise ValueError(f"Invalid optimizer: {optimizer!r}; batch_size_sweep stacks the runs "
@@ -158,7 +160,7 @@ def batch_size_sweep(
     lrs, seeds = [float(v) for v in lrs], [int(s) for s in seeds]
     targets = sorted((float(v) for v in targets), reverse=True)
     n_lr, n_seed = len(lrs), len(seeds)
-    at = checkpoints(max_steps)
+    at = checkpoints(max_steps, checkpoint_ratio)
     out: dict[str, Any] = {
         "name": name, "optimizer": optimizer, "batch_sizes": [int(b) for b in batch_sizes],
         "lrs": lrs, "seeds": seeds, "targets": targets, "warmup": int(warmup), "curves": [],
@@ -177,8 +179,10 @@ def batch_size_sweep(
                           callback=watch)  # fmt: skip
         except _Stop:
             pass
+        last = np.array(watch.losses[-1]) if watch.losses else np.full((n_lr, n_seed), np.nan)
         out["curves"].append({"steps": watch.steps, "loss": watch.losses,
                               "reached": [watch.reached(target) for target in targets],
+                              "diverged": np.isnan(last).tolist(),
                               "seconds": time.perf_counter() - start})  # fmt: skip
     return out
 

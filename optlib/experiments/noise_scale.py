@@ -47,7 +47,9 @@ import torch
 from torch import Tensor, nn
 
 from .._seed import derive_seed
-from .stochastic import gradient_spread, per_example_gradients
+from ..problems.workloads import workload
+from .stacked import StackedModels, train_stacked
+from .stochastic import gradient_spread, per_example_gradients, sample_minibatch_gradients
 
 __all__ = [
     "NoiseScale",
@@ -56,6 +58,8 @@ __all__ = [
     "exact_noise_scale",
     "fit_critical_batch",
     "noise_scale_from_norms",
+    "noise_scale_during_training",
+    "stacked_per_example_gradients",
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -226,3 +230,106 @@ def fit_critical_batch(
     if c < 0:
         raise ValueError("the steps do not fall with the batch size: B_crit is negative")
     return float(a), float(c / a)
+
+
+def stacked_per_example_gradients(stacked: StackedModels, loss_fn: LossFn, X: Tensor,
+                                  y: Tensor) -> Tensor:  # fmt: skip
+    r"""Every copy's per-example gradients at once: a tensor ``(K, N, d)`` whose ``[k, i]`` is
+    :math:`\nabla\ell_i` of copy :math:`k`, flattened in the model's parameter order (as
+    :func:`~optlib.experiments.stochastic.per_example_gradients` for each copy alone, in one
+    vectorised pass over examples and copies)."""
+    from torch.func import functional_call, grad, vmap
+
+    keys = list(stacked.stacked.keys())
+    params = {f"stacked.{key}": stacked.stacked[key].detach() for key in keys}
+    K = stacked.n_models
+
+    def loss_one(p: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
+        out = functional_call(stacked, p, (x.unsqueeze(0),))  # (K, 1, ...)
+        return sum(loss_fn(out[k], t.unsqueeze(0)) for k in range(K))
+
+    grads = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, X, y)  # each (N, K, ...)
+    order = [f"stacked.{n.replace('.', '/')}" for n in stacked.names]
+    return torch.cat([grads[n].reshape(len(X), K, -1) for n in order], dim=2).transpose(0, 1)
+
+
+def _estimate_from_rows(G: Tensor, *, b_small: int, b_big: int, n_small: int, n_big: int,
+                        seed: int) -> NoiseScale:  # fmt: skip
+    """The two-batch estimate from batch gradients formed as means of rows of ``G`` (the
+    per-example gradients): the same batch gradients a model would give, drawn cheaply."""
+    g = torch.Generator().manual_seed(derive_seed(seed))
+    small = sample_minibatch_gradients(G, b_small, n_small, generator=g).pow(2).sum(1)
+    big = sample_minibatch_gradients(G, b_big, n_big, generator=g).pow(2).sum(1)
+    return noise_scale_from_norms(small.numpy(), b_small, big.numpy(), b_big, population=len(G))
+
+
+def noise_scale_during_training(
+    name: str,
+    optimizer: str,
+    lr: float,
+    seeds: Sequence[int],
+    at_steps: Sequence[int],
+    *,
+    batch_size: int = 32,
+    estimate: dict | None = None,
+    options: dict | None = None,
+    workload_options: dict | None = None,
+) -> dict:
+    r"""Train one copy of workload ``name`` per seed with optlib's ``optimizer`` at learning rate
+    ``lr`` (mini-batches of ``batch_size``; the copies side by side, each as it would run alone,
+    :func:`~optlib.experiments.stacked.train_stacked`) and, at each step of ``at_steps`` (0:
+    before training), measure every copy's training loss and its gradient's signal and noise on
+    the whole training set, directly (as :func:`exact_noise_scale`, for all copies in one pass:
+    :func:`stacked_per_example_gradients`) and, with ``estimate`` (the keyword arguments
+    ``b_small``, ``b_big``, ``n_small``, ``n_big`` of :func:`estimate_noise_scale`), by the
+    two-batch estimator, on batch gradients formed as means of rows of the per-example
+    gradients (drawn without replacement; exactly the batch gradients the model gives, without
+    a backward pass each).
+
+    Returns plain JSON data: ``steps``; ``loss``, ``signal``, ``noise``, ``b_simple``
+    (``[checkpoint][seed]``) and, with ``estimate``, ``estimated_signal``, ``estimated_noise``,
+    ``estimated_b_simple``.
+    """
+    import optlib
+
+    at = sorted({int(t) for t in at_steps})
+    if not at or at[0] < 0:
+        raise ValueError(f"Invalid at_steps: {list(at_steps)}; need steps >= 0")
+    work = workload(name, **(workload_options or {}))
+    X, y = work.data.X_train, work.data.y_train
+    seeds = [int(s) for s in seeds]
+    stacked = StackedModels([work.model(s) for s in seeds])
+    opt = getattr(optlib, optimizer)([{"params": stacked.views(0, len(seeds)), "lr": lr}],
+                                     **{"foreach": True, **(options or {})})  # fmt: skip
+    keys = ["loss", "signal", "noise", "b_simple"]
+    if estimate is not None:
+        keys += ["estimated_signal", "estimated_noise", "estimated_b_simple"]
+    out: dict = {"steps": [], **{k: [] for k in keys}}
+
+    def measure(t: int, stacked: StackedModels) -> None:
+        if t not in at:
+            return
+        rows: dict[str, list[float]] = {k: [] for k in keys}
+        G_all = stacked_per_example_gradients(stacked, work.loss_fn, X, y).double()
+        losses = stacked.evaluate(work.loss_fn, X, y)
+        for k, seed in enumerate(seeds):
+            G = G_all[k]
+            exact = NoiseScale(signal=float(G.mean(0).pow(2).sum()), noise=gradient_spread(G))
+            rows["loss"].append(float(losses[k]))
+            rows["signal"].append(exact.signal)
+            rows["noise"].append(exact.noise)
+            rows["b_simple"].append(exact.b_simple)
+            if estimate is not None:
+                est = _estimate_from_rows(G, seed=1000 * seed + t, **estimate)
+                rows["estimated_signal"].append(est.signal)
+                rows["estimated_noise"].append(est.noise)
+                rows["estimated_b_simple"].append(est.b_simple)
+        out["steps"].append(t)
+        for key, values in rows.items():
+            out[key].append(values)
+
+    measure(0, stacked)
+    if at[-1] > 0:
+        train_stacked(stacked, opt, X, y, work.loss_fn, steps=at[-1], batch_size=batch_size,
+                      seeds=seeds, callback=measure)  # fmt: skip
+    return out
