@@ -268,3 +268,39 @@ def test_race_reports_group_keys_in_run_order():
                eval_every=6, options=dict(switch=5), schedule="constant",
                group_keys=["switched_at"])  # fmt: skip
     assert out["switched_at"] == [5, 5]
+
+
+def test_race_run_options_give_each_run_its_own_group_entries():
+    arms = [dict(switch=None), dict(switch=4), dict(switch=None)]
+    out = race("digits_mlp", AdamThenSGD, [[1e-2, 0], [1e-2, 0], [1e-2, 1]], steps=8,
+               batch_size=16, eval_every=4, schedule="constant", run_options=arms,
+               group_keys=["switched_at", "switch"])  # fmt: skip
+    assert out["switch"] == [None, 4, None] and out["switched_at"] == [None, 4, None]
+    assert out["loss"][-1][0] != out["loss"][-1][1]  # same seed, other arm
+    with pytest.raises(ValueError, match="run_options"):
+        race("digits_mlp", "AdamW", [[1e-2, 0]], steps=2, batch_size=8, eval_every=1,
+             run_options=[{}, {}])  # fmt: skip
+
+
+def test_mixed_runs_equal_their_optimizers_alone():
+    """Three optimizers side by side in one stacked model (one group each, schedule-free kept
+    unscheduled) take the steps each takes in a race of its own."""
+    from optlib.experiments.race import Mixed
+
+    kw = dict(steps=16, batch_size=16, eval_every=8, warmup=2, train_examples=64)
+    arms = [dict(optimizer="SGD", options={"momentum": 0.9}),
+            dict(optimizer="AdamWScheduleFree", options={"warmup_steps": 2}, scheduled=False),
+            dict(optimizer=AdamThenSGD, options={"switch": 5})]  # fmt: skip
+    mixed = race("digits_mlp", Mixed, [[0.1, 0], [1e-2, 0], [1e-2, 1]], run_options=arms,
+                 group_keys=["switched_at"], **kw)  # fmt: skip
+    alone = [
+        race("digits_mlp", "SGD", [[0.1, 0]], options={"momentum": 0.9}, **kw),
+        race("digits_mlp", "AdamWScheduleFree", [[1e-2, 0]], schedule="constant",
+             options={"warmup_steps": 2}, **{**kw, "warmup": 0}),
+        race("digits_mlp", AdamThenSGD, [[1e-2, 1]], options={"switch": 5}, **kw),
+    ]  # fmt: skip
+    for k, one in enumerate(alone):
+        for key in ("loss", "train_loss"):
+            np.testing.assert_allclose(np.array(mixed[key])[:, k], np.array(one[key])[:, 0],
+                                       rtol=1e-5)  # fmt: skip
+    assert mixed["switched_at"] == [None, None, 5]

@@ -40,7 +40,7 @@ from ..problems.workloads import workload
 from .sophia import steps_to_target
 from .stacked import ELEMENTWISE, StackedModels, train_stacked
 
-__all__ = ["HeldOut", "evenly_spaced", "heldout", "race", "steps_to_target"]
+__all__ = ["HeldOut", "Mixed", "evenly_spaced", "heldout", "race", "steps_to_target"]
 
 
 @torch.no_grad()
@@ -96,6 +96,72 @@ class HeldOut:
             self.record(t, stacked)
 
 
+class Mixed(torch.optim.Optimizer):
+    r"""Each param group stepped by an optimizer of its own, so that runs of several optimizers
+    can train side by side in one stacked model.
+
+    A group names its optimizer in ``"optimizer"`` (an optlib name or a class) and gives its
+    keyword arguments in ``"options"``; its ``"lr"`` goes to that optimizer at every step
+    (so a schedule that changes it reaches it), unless ``"scheduled"`` is False, when the inner
+    optimizer keeps the group's first ``lr`` (schedule-free AdamW). ``train()`` and ``eval()``
+    reach the inner optimizers that have them. After every step, the inner group's entries
+    (such as :class:`~optlib.experiments.switching.AdamThenSGD`'s ``switched_at``) are copied
+    into the outer group, so they can be read there.
+    """
+
+    _OWN = ("params", "lr", "optimizer", "options", "scheduled", "initial_lr")
+    #: Optimizers whose step treats every entry on its own given the group's numbers, so that a
+    #: group may hold views of several stacked copies (with ELEMENTWISE of stacked).
+    ELEMENTWISE = (*ELEMENTWISE, "AdamWScheduleFree")
+
+    def __init__(self, params) -> None:
+        super().__init__(params, dict(optimizer=None, options={}, scheduled=True))
+        self.inner: list[torch.optim.Optimizer] = []
+        for group in self.param_groups:
+            _, cls = _build(group["optimizer"])
+            kwargs = dict(group["options"])
+            if "foreach" in inspect.signature(cls).parameters:
+                kwargs.setdefault("foreach", True)
+            group["initial_lr"] = group["lr"]
+            self.inner.append(cls([{"params": group["params"], "lr": group["lr"]}], **kwargs))
+        self._groups = list(self.param_groups)  # a diverged run's group may leave the list
+
+    @classmethod
+    def elementwise_group(cls, group: dict) -> bool:
+        """Whether ``group``'s optimizer treats every entry on its own (then the group may hold
+        views of several stacked copies: :meth:`~optlib.experiments.stacked.StackedModels.views`
+        with ``stop``)."""
+        return _build(group["optimizer"])[0] in cls.ELEMENTWISE
+
+    def train(self) -> None:
+        for opt in self.inner:
+            if hasattr(opt, "train"):
+                opt.train()
+
+    def eval(self) -> None:
+        for opt in self.inner:
+            if hasattr(opt, "eval"):
+                opt.eval()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        live = {id(g) for g in self.param_groups}
+        for group, opt in zip(self._groups, self.inner):
+            if id(group) not in live:  # the run diverged and left
+                continue
+            inner = opt.param_groups[0]
+            inner["lr"] = group["lr"] if group["scheduled"] else group["initial_lr"]
+            opt.step()
+            for key, value in inner.items():
+                if key not in self._OWN:
+                    group[key] = value
+        return loss
+
+
 def _build(optimizer: str | type) -> tuple[str, type]:
     import optlib
 
@@ -126,6 +192,8 @@ def race(
     warmup: int = 0,
     eval_examples: int | None = None,
     group_keys: Sequence[str] = (),
+    run_options: Sequence[dict] | None = None,
+    train_examples: int | None = 0,
 ) -> dict[str, Any]:
     r"""Train one copy of workload ``name`` per run ``(lr, seed)`` with ``optimizer`` (an
     optlib name or an optimizer class) built with ``options``, ``steps`` steps of
@@ -140,7 +208,10 @@ def race(
     name in ``group_keys``, the value that entry of the run's param group holds at the end
     (e.g. ``switched_at`` of :class:`~optlib.experiments.switching.AdamThenSGD`; None for a
     run whose group left the optimizer when it diverged). A diverged run has NaN from the
-    evaluation after it diverged on.
+    evaluation after it diverged on. ``run_options`` (aligned with ``runs``) adds entries to
+    each run's own param group, e.g. the switching rule of each arm of a comparison, or with
+    :class:`Mixed` each run's optimizer. ``train_examples`` (0: none; None: all) evenly spaced
+    training examples are evaluated at the same steps: ``train_loss`` and ``train_accuracy``.
     """
     start = time.perf_counter()
     if not runs:
@@ -152,18 +223,25 @@ def race(
     label, cls = _build(optimizer)
     work = workload(name, **(workload_options or {}))
     runs = [(float(lr), int(seed)) for lr, seed in runs]
-    order = sorted(range(len(runs)), key=lambda i: runs[i])  # equal lr side by side
+    if run_options is not None and len(run_options) != len(runs):
+        raise ValueError(f"run_options has {len(run_options)} entries for {len(runs)} runs")
+    extra_of = [dict(o) for o in run_options] if run_options is not None else [{}] * len(runs)
+    tag = [repr(sorted(o.items())) for o in extra_of]
+    order = sorted(range(len(runs)), key=lambda i: (runs[i][0], tag[i], runs[i][1]))
     ordered = [runs[i] for i in order]
     stacked = StackedModels([work.model(seed) for _, seed in ordered],
                             vectorize=(workload_options or {}).get("arch") != "gru")  # fmt: skip
     groups, copies, k = [], [], 0
     while k < len(ordered):
         stop = k + 1
-        if label in ELEMENTWISE:  # one view over every copy with this learning rate
-            while stop < len(ordered) and ordered[stop][0] == ordered[k][0]:
+        shareable = label in ELEMENTWISE or (cls is Mixed
+                                             and Mixed.elementwise_group(extra_of[order[k]]))
+        if shareable:  # one view over every copy with this lr and these options
+            while (stop < len(ordered) and ordered[stop][0] == ordered[k][0]
+                   and tag[order[stop]] == tag[order[k]]):  # fmt: skip
                 stop += 1
         groups.append({"params": stacked.views(k, stop if stop > k + 1 else None),
-                       "lr": ordered[k][0]})  # fmt: skip
+                       "lr": ordered[k][0], **extra_of[order[k]]})  # fmt: skip
         copies.append(stop - k)
         k = stop
     kwargs = dict(options or {})
@@ -176,15 +254,27 @@ def race(
         opt.train()
     data = work.data
     pick = evenly_spaced(len(data.X_test), eval_examples)
+    switch = opt if schedule_free else None
     curve = HeldOut(stacked, data.X_test[pick], data.y_test[pick], every=eval_every,
-                    optimizer=opt if schedule_free else None)  # fmt: skip
+                    optimizer=switch)  # fmt: skip
+    curves = [curve]
+    if train_examples != 0:
+        pick_train = evenly_spaced(len(data.X_train), train_examples)
+        curves.append(HeldOut(stacked, data.X_train[pick_train], data.y_train[pick_train],
+                              every=eval_every, optimizer=switch))  # fmt: skip
+
+    def callback(t: int, s: StackedModels) -> None:
+        for c in curves:
+            c(t, s)
+
     history = train_stacked(
         stacked, opt, data.X_train, data.y_train, work.loss_fn, steps=steps,
         batch_size=batch_size, seeds=[s for _, s in ordered], schedule=schedule, warmup=warmup,
-        callback=curve,
+        callback=callback,
     )  # fmt: skip
-    if curve.steps[-1] != steps:
-        curve.record(steps, stacked)
+    for c in curves:
+        if c.steps[-1] != steps:
+            c.record(steps, stacked)
     if schedule_free:
         opt.eval()  # leave the models at x, the point that was evaluated
     back = np.argsort(order)  # results in the order of ``runs``
@@ -202,6 +292,10 @@ def race(
         extra[key] = [values[i] for i in back]
     loss = [column(v, t) for v, t in zip(curve.loss, curve.steps)]
     accuracy = [column(v, t) for v, t in zip(curve.accuracy, curve.steps)]
+    if len(curves) > 1:
+        extra["train_loss"] = [column(v, t) for v, t in zip(curves[1].loss, curves[1].steps)]
+        extra["train_accuracy"] = [column(v, t) for v, t in zip(curves[1].accuracy,
+                                                                  curves[1].steps)]  # fmt: skip
     return {
         "runs": [list(r) for r in runs],
         "curve_steps": list(curve.steps),

@@ -96,7 +96,9 @@ class StackedModels(nn.Module):
         into the stacked gradients: an optimizer given these trains exactly copy ``k``. With
         ``stop``, the views cover copies ``k, ..., stop - 1`` at once (keeping the leading
         dimension), which trains them as separate runs only under an element-wise optimizer
-        (:data:`ELEMENTWISE`). Clear gradients with :meth:`zero_grad_` (in place), never by
+        (:data:`ELEMENTWISE`, or a group for which the optimizer's ``elementwise_group(group)``
+        is true, as in :class:`optlib.experiments.race.Mixed`). Clear gradients with
+        :meth:`zero_grad_` (in place), never by
         setting them to ``None``."""
         index = k if stop is None else slice(k, stop)
         out = {}
@@ -338,7 +340,9 @@ def _owners(stacked: StackedModels, optimizer: torch.optim.Optimizer) -> list[tu
         raise ValueError("the optimizer's groups must hold every stacked copy exactly once "
                          "(each of its tensors in one group)")  # fmt: skip
     name = type(optimizer).__name__
-    if any(b - a > 1 for a, b in owners) and name not in ELEMENTWISE:
+    check = getattr(optimizer, "elementwise_group", None)  # per group (a mixed optimizer)
+    if any(b - a > 1 and name not in ELEMENTWISE and not (check is not None and check(group))
+           for (a, b), group in zip(owners, optimizer.param_groups)):  # fmt: skip
         raise ValueError(f"{name} is not element-wise: give each copy its own param group")
     return owners
 

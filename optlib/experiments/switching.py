@@ -99,7 +99,8 @@ class AdamThenSGD(torch.optim.Optimizer):
         group.setdefault("initial_lr", group["lr"])
         group.update(k=0, lam=0.0, Lambda=math.nan, switched_at=None, phase="adam")
         self._inner[id(group)] = {
-            "adam": Adam(group["params"], lr=group["lr"], betas=group["betas"], eps=group["eps"]),
+            "adam": Adam(group["params"], lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                         foreach=True),
             "sgd": None,
         }
         if group["switch"] == 0:
@@ -108,7 +109,7 @@ class AdamThenSGD(torch.optim.Optimizer):
     def _to_sgd(self, group: dict, lr: float) -> None:
         beta1, _ = group["betas"]
         group.update(phase="sgd", switched_at=group["k"], sgd_lr=lr)
-        self._inner[id(group)]["sgd"] = SGD(group["params"], lr=lr, momentum=beta1)
+        self._inner[id(group)]["sgd"] = SGD(group["params"], lr=lr, momentum=beta1, foreach=True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
