@@ -12,7 +12,10 @@ One module per job:
 * :mod:`~optlib.linalg.spectra`: seeded test matrices with a known spectrum, condition numbers;
 * :mod:`~optlib.linalg.curvature`: Hessian-vector products, power iteration for the top Hessian
   eigenvalue, Hutchinson's diagonal estimator and its variance, exact Hessians and Gauss-Newton
-  matrices of small models, the empirical Fisher diagonal.
+  matrices of small models, the empirical Fisher diagonal;
+* :mod:`~optlib.linalg.kronecker`: full-matrix AdaGrad beside Shampoo's Kronecker factors,
+  the exact Fisher block of a linear layer beside K-FAC's, matrix powers, Newton–Schulz on
+  singular values, the spectral-norm steepest-descent direction (chapter 10).
 
 Solvers take ``A`` as a dense tensor or a matvec callable and return a
 :class:`~optlib.linalg.results.SolveResult` with the residual-norm history
