@@ -47,10 +47,6 @@ KNOWN_NOTEBOOK_DEFECTS: list[tuple[str, str]] = [
 # Headings a chapter repeats in its page contents, waiting for the chapter's engineer (reported,
 # not failed; an entry that is no longer true fails, so the list only shrinks).
 KNOWN_DUPLICATE_HEADINGS: dict[str, set[str]] = {
-    "chapters/02_stochastic_gradient_descent.html": {"The estimate is unbiased"},
-    "chapters/04_adagrad_and_rmsprop.html": {"Centred RMSProp"},
-    # chapter 8 (being written): "The idea" and "The math" once for Lion and once for Adafactor
-    "chapters/08_sign_and_memory_light.html": {"The idea", "The math"},
 }
 
 _MATHJAX_DONE = """() => new Promise(resolve => {
