@@ -5,14 +5,18 @@ Each check follows :mod:`optlib.course.checks`: seeded JSON ``cases``, a ``probe
 learner's code, an ``expect`` that *runs* the reference optimizer (:class:`optlib.Adam` with and
 without ``bias_correction``, :class:`optlib.RAdam`) and a ``compare`` that raises
 :class:`AssertionError` with a message that locates the problem without giving the solution away.
-Import it through ``optlib.course.checks`` (``checks.adam_first_step(...)``). Chapter 5's Adam
-class is checked by :func:`optlib.course.checks.adam_class`.
+Import it through ``optlib.course.checks`` (``checks.reddi_drift(...)``).
 
+* :func:`adam_class`: an Adam optimizer class against :class:`torch.optim.Adam`, optionally with
+  a large :math:`\epsilon` (where adding it before or after the bias correction differs by far
+  more than rounding), one param group per tensor with its own hyperparameters, and a parameter
+  that has no gradient for a few steps (its step count must not advance);
 * :func:`uncorrected_step_ratio`: the factor by which Adam's step *without* bias correction
   differs from Adam's at step :math:`t`, for a constant gradient,
-  :math:`(1-\beta_1^t)/\sqrt{1-\beta_2^t}`;
-* :func:`adam_first_step`: the norm of Adam's first step :math:`\|\theta_1 - \theta_0\|` from a
-  given gradient, predicted without running Adam;
+  :math:`(1-\beta_1^t)/\sqrt{1-\beta_2^t}` (most cases at small :math:`t`, where forgetting
+  either factor shows);
+* :func:`reddi_drift`: the net move of Adam per period on Reddi, Kale & Kumar's problem once its
+  state is periodic, predicted without running Adam;
 * :func:`radam_threshold`: the first step at which RAdam takes an adaptive (Adam-like) step,
   the first :math:`t` with :math:`\rho_t > 5`.
 """
@@ -30,7 +34,7 @@ from ._core import (
     Check,
     _class_cases,
     _class_compare,
-    _class_run,
+    _class_loss,
     _generator,
     _log_uniform,
     _number,
@@ -40,18 +44,22 @@ from ._core import (
     run_check,
 )
 
-__all__ = ["adam_class", "adam_first_step", "radam_threshold", "uncorrected_step_ratio"]
+__all__ = ["adam_class", "radam_threshold", "reddi_drift", "uncorrected_step_ratio"]
 
 
 # --------------------------------------------------------------------------- an Adam class
 
+#: Large epsilons: next to gradients of order 1, adding epsilon before the bias correction (as
+#: TensorFlow's Adam does) instead of after it changes the first steps by far more than rounding.
+LARGE_EPS = (0.1, 1.0, 0.03)
 
-def _adam_hyper(weight_decay: bool) -> Callable[[torch.Generator, int], dict]:
+
+def _adam_hyper(weight_decay: bool, extras: bool) -> Callable[[torch.Generator, int], dict]:
     def hyper(g: torch.Generator, i: int) -> dict:
         h = {
             "lr": round(_uniform(g, 0.005, 0.05), 4),
-            "betas": (round(_uniform(g, 0.8, 0.95), 3), round(_uniform(g, 0.99, 0.999), 4)),
-            "eps": 1e-8,
+            "betas": [round(_uniform(g, 0.8, 0.95), 3), round(_uniform(g, 0.99, 0.999), 4)],
+            "eps": LARGE_EPS[i % len(LARGE_EPS)] if extras else 1e-8,
         }
         if weight_decay:
             h["weight_decay"] = round(_uniform(g, 0.0, 0.1), 3)
@@ -60,25 +68,85 @@ def _adam_hyper(weight_decay: bool) -> Callable[[torch.Generator, int], dict]:
     return hyper
 
 
-def _adam_cases(seed: int = 0, n_cases: int = 3, steps: int = 20, weight_decay: bool = False):
-    cases = _class_cases(seed, n_cases, steps, _adam_hyper(weight_decay))
-    for case in cases:  # JSON has no tuples
-        case["hyper"]["betas"] = list(case["hyper"]["betas"])
+def _adam_groups(g: torch.Generator, i: int) -> list[dict]:
+    """Param-group overrides for the second tensor (the first keeps the constructor's)."""
+    return [
+        {},
+        {
+            "lr": round(_uniform(g, 0.005, 0.05), 4),
+            "betas": [round(_uniform(g, 0.5, 0.8), 3), round(_uniform(g, 0.9, 0.99), 3)],
+            "eps": [1e-8, 0.3, 1e-3][i % 3],
+        },
+    ]
+
+
+def _adam_cases(
+    seed: int = 0,
+    n_cases: int = 3,
+    steps: int = 20,
+    weight_decay: bool = False,
+    extras: bool = False,
+    groups: bool = False,
+    frozen: bool = False,
+) -> list[Case]:
+    """Seeded problems (see :func:`~optlib.course.checks._core._class_cases`). With ``groups``
+    or ``frozen`` every case has two tensors: ``groups`` puts each in a param group of its own
+    (the second with its own ``lr``, ``betas`` and ``eps``); ``frozen`` leaves the second
+    tensor's ``.grad`` at ``None`` for a few steps in the middle of the run, after which it
+    gets gradients again."""
+    hyper = _adam_hyper(weight_decay, extras)
+    if not (groups or frozen):
+        return _class_cases(seed, n_cases, steps, hyper)
+    cases = _class_cases(seed, 2 * n_cases, steps, hyper)[::2]  # the cases with two tensors
+    g = _generator(20_000 + int(seed))
+    for i, case in enumerate(cases):
+        if groups:
+            case["groups"] = _adam_groups(g, i)
+        if frozen:
+            start = max(1, steps // 3 + int(torch.randint(0, 3, (), generator=g)))
+            case["frozen"] = {"param": 1, "from_step": start, "to_step": min(steps - 2, start + 4)}
     return cases
 
 
-def _adam_expect(case: Case) -> dict:
-    def factory(ps, betas, **h):
-        return torch.optim.Adam(ps, betas=tuple(betas), foreach=False, **h)
+def _adam_run(factory: Callable, case: Case) -> list[list[list[float]]]:
+    """Step ``factory(params_or_groups, **hyper)`` on the case's loss and record every parameter
+    after every step; a frozen tensor's ``.grad`` is ``None`` at the steps ``k`` (from 0) with
+    ``from_step <= k < to_step``."""
+    params = [
+        torch.tensor(prob["theta0"], dtype=torch.float64).reshape(prob["shape"]).requires_grad_()
+        for prob in case["params"]
+    ]
+    overrides = case.get("groups")
+    arg = [{"params": [p], **_tuple_betas(o)} for p, o in zip(params, overrides)] if overrides \
+        else params  # fmt: skip
+    opt = factory(arg, **_tuple_betas(case["hyper"]))
+    frozen = case.get("frozen")
+    trajectory = []
+    for k in range(case["steps"]):
+        for p in params:
+            p.grad = None
+        _class_loss(case["params"], params).backward()
+        if frozen is not None and frozen["from_step"] <= k < frozen["to_step"]:
+            params[frozen["param"]].grad = None
+        opt.step()
+        trajectory.append([p.detach().double().reshape(-1).tolist() for p in params])
+    return trajectory
 
-    return {"trajectory": _class_run(factory, case)}
+
+def _tuple_betas(h: dict) -> dict:
+    """JSON has no tuples: the betas go back to one before they reach an optimizer."""
+    return {k: tuple(v) if k == "betas" else v for k, v in h.items()}
+
+
+def _adam_expect(case: Case) -> dict:
+    def factory(ps, **h):
+        return torch.optim.Adam(ps, foreach=False, **h)
+
+    return {"trajectory": _adam_run(factory, case)}
 
 
 def _adam_probe(answer: Callable, case: Case) -> dict:
-    def factory(ps, betas, **h):
-        return answer(ps, betas=tuple(betas), **h)
-
-    return {"trajectory": _class_run(factory, case)}
+    return {"trajectory": _adam_run(answer, case)}
 
 
 def _adam_hint(gaps: list[float]) -> str:
@@ -103,39 +171,81 @@ def _adam_hint(gaps: list[float]) -> str:
     return ""
 
 
-def _adam_success(seed: int = 0, n_cases: int = 3, steps: int = 20, weight_decay: bool = False):
-    extra = " with L2 weight decay" if weight_decay else ""
+_adam_inner_compare = _class_compare("adam_class", "torch.optim.Adam", _adam_hint)
+
+
+def _adam_compare(case: Case, got: Any, expected: dict, where: str) -> None:
+    """:func:`~optlib.course.checks._core._class_compare`, saying which case had param groups
+    and a parameter without gradient."""
+    notes = []
+    if case.get("groups"):
+        overrides = "; ".join(
+            f"group {j}: " + (", ".join(f"{k}={v!r}" for k, v in o.items()) or "the defaults")
+            for j, o in enumerate(case["groups"])
+        )
+        notes.append(f"one param group per parameter ({overrides})")
+    frozen = case.get("frozen")
+    if frozen is not None:
+        notes.append(
+            f"parameter {frozen['param']} has no gradient (.grad is None) at steps "
+            f"{frozen['from_step'] + 1} to {frozen['to_step']}"
+        )
+    _adam_inner_compare(case, got, expected, where + (f", {'; '.join(notes)}" if notes else ""))
+
+
+def _adam_success(
+    seed: int = 0,
+    n_cases: int = 3,
+    steps: int = 20,
+    weight_decay: bool = False,
+    extras: bool = False,
+    groups: bool = False,
+    frozen: bool = False,
+) -> str:
+    extra = [
+        text
+        for flag, text in [
+            (weight_decay, "L2 weight decay"),
+            (extras, "large eps"),
+            (groups, "a param group per tensor"),
+            (frozen, "a parameter without gradient for a few steps"),
+        ]
+        if flag
+    ]
     return (
         f"adam_class: OK, matches torch.optim.Adam over {steps} steps on {n_cases} seeded "
-        f"problems{extra}"
+        f"problems" + (f" ({', '.join(extra)})" if extra else "")
     )
 
 
-_register(
-    Check(
-        "adam_class",
-        _adam_cases,
-        _adam_probe,
-        _adam_expect,
-        _class_compare("adam_class", "torch.optim.Adam", _adam_hint),
-        _adam_success,
-    )
-)
+_register(Check("adam_class", _adam_cases, _adam_probe, _adam_expect, _adam_compare, _adam_success))
 
 
 def adam_class(
-    answer: type, *, seed: int = 0, n_cases: int = 3, steps: int = 20, weight_decay: bool = False
+    answer: type,
+    *,
+    seed: int = 0,
+    n_cases: int = 3,
+    steps: int = 20,
+    weight_decay: bool = False,
+    extras: bool = False,
+    groups: bool = False,
+    frozen: bool = False,
 ) -> None:
     r"""Check an Adam optimizer class with bias correction, constructed as ``answer(params,
     lr=..., betas=(β1, β2), eps=...)`` (and ``weight_decay=...`` when ``weight_decay=True``),
     against :class:`torch.optim.Adam` (Kingma & Ba, 2015):
     :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`, :math:`v \leftarrow \beta_2 v + (1-\beta_2)
     g^2`, :math:`\theta \leftarrow \theta - \eta\, \hat m / (\sqrt{\hat v} + \epsilon)` with
-    :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`.
+    :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`. ``extras`` uses large
+    :math:`\epsilon`; ``groups`` gives each tensor its own param group (own ``lr``, ``betas``,
+    ``eps``); ``frozen`` takes one tensor's gradient away for a few steps (it is skipped, and its
+    step count :math:`t` does not advance).
     """
     run_check(
-        "adam_class", answer, seed=seed, n_cases=n_cases, steps=steps, weight_decay=weight_decay
-    )
+        "adam_class", answer, seed=seed, n_cases=n_cases, steps=steps, weight_decay=weight_decay,
+        extras=extras, groups=groups, frozen=frozen,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- uncorrected moments
@@ -160,14 +270,23 @@ def _constant_gradient_steps(
 
 
 def _ratio_cases(seed: int = 0, n_cases: int = 5, max_t: int = 2000) -> list[Case]:
+    """Case 1 is the first step with the default betas; then mostly small t (2 to 7, with
+    beta1 >= 0.6), where the first moment's factor 1 - beta1^t is far from 1, and some large t
+    (up to ``max_t``), where the second moment's factor dominates."""
     g = _generator(seed)
+    kinds = ["first", "small", "small", "large", "small"]
     cases = []
     for i in range(n_cases):
-        beta1 = [0.9, 0.0, round(_uniform(g, 0.5, 0.99), 3)][i % 3]
+        kind = kinds[i] if i < len(kinds) else ("small", "large")[i % 2]
         beta2 = round(1 - _log_uniform(g, 1e-4, 1e-1), 6)
-        t = int(round(_log_uniform(g, 2, max_t)))
-        if i == 0:  # the first step with the default betas
-            beta2, t = 0.999, 1
+        if kind == "first":
+            beta1, beta2, t = 0.9, 0.999, 1
+        elif kind == "small":
+            beta1 = round(_uniform(g, 0.6, 0.95), 3)
+            t = 2 + int(torch.randint(0, 6, (), generator=g))
+        else:
+            beta1 = [0.9, 0.0, round(_uniform(g, 0.5, 0.99), 3)][(i // 2) % 3]
+            t = int(round(_log_uniform(g, 20, max(max_t, 21))))
         # A large gradient, so that epsilon is negligible next to sqrt(v_t).
         grad = round(_log_uniform(g, 1e3, 1e5), 2) * (1 if i % 2 == 0 else -1)
         cases.append({"beta1": beta1, "beta2": beta2, "t": t, "g": grad})
@@ -248,110 +367,127 @@ def uncorrected_step_ratio(
     run_check("uncorrected_step_ratio", answer, seed=seed, n_cases=n_cases, max_t=max_t)
 
 
-# --------------------------------------------------------------------------- Adam's first step
+# --------------------------------------------------------------------------- Reddi's drift
+
+_REDDI_PERIODS = 200  # beta2 <= 0.9: beta2^600 < 1e-27, the state is periodic to rounding
 
 
-def _first_cases(seed: int = 0, n_cases: int = 4) -> list[Case]:
+def _reddi_cases(seed: int = 0, n_cases: int = 4) -> list[Case]:
+    """Seeded (C, beta2): Theorem 1's beta2 = 1/(1 + C^2), a long memory (beta2 near 0.9, where
+    Adam moves towards the optimum), and values in between."""
     g = _generator(seed)
     cases = []
     for i in range(n_cases):
-        shape = [[7], [3, 4], [2, 3, 2], [11]][i % 4]
-        n = math.prod(shape)
-        scale = _log_uniform(g, 1e-2, 1e2)
-        magnitudes = [scale * _log_uniform(g, 1e-2, 1e1) for _ in range(n)]
-        signs = torch.randint(0, 2, (n,), generator=g).tolist()
-        grad = [m if s else -m for m, s in zip(magnitudes, signs)]
-        for k in torch.randperm(n, generator=g)[: 1 + i % 3].tolist():
-            grad[k] = 0.0  # some coordinates get no gradient at all
-        cases.append(
-            {
-                "shape": shape,
-                "grad": grad,
-                "lr": round(_log_uniform(g, 1e-4, 1e-1), 6),
-                "betas": [
-                    round(_uniform(g, 0.0, 0.95), 3),
-                    round(1 - _log_uniform(g, 1e-4, 0.1), 6),
-                ],
-            }
-        )
+        C = round(_uniform(g, 2.5, 8.0), 3)
+        kind = i % 4
+        if kind == 0:
+            beta2 = round(1 / (1 + C**2), 6)
+        elif kind == 1:
+            beta2 = round(_uniform(g, 0.8, 0.9), 4)
+        else:
+            beta2 = round(_log_uniform(g, 0.01, 0.6), 5)
+        cases.append({"C": C, "beta2": beta2})
     return cases
 
 
-def _first_probe(answer: Callable, case: Case) -> dict:
-    grad = torch.tensor(case["grad"], dtype=torch.float64).reshape(case["shape"])
-    return _number(answer(grad, case["lr"], tuple(case["betas"])), "adam_first_step")
+def _reddi_probe(answer: Callable, case: Case) -> dict:
+    return _number(answer(case["C"], case["beta2"]), "reddi_drift")
 
 
-def _first_step_norm(grad: list[float], shape: list[int], lr: float, betas, corrected: bool):
+def _reddi_run(C: float, beta2: float, amsgrad: bool = False, uncorrected: bool = False) -> float:
+    """Run optlib.Adam (lr = 1, beta1 = 0, eps = 0) on the periodic gradients C, -1, -1, ...
+    without projection; the net move of x over the last period."""
     import optlib
 
-    theta = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
-    opt = optlib.Adam([theta], lr=lr, betas=tuple(betas), bias_correction=corrected)
-    theta.grad = torch.tensor(grad, dtype=torch.float64).reshape(shape)
-    opt.step()
-    return float(theta.detach().norm())
+    x = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = optlib.Adam([x], lr=1.0, betas=(0.0, beta2), eps=0.0, amsgrad=amsgrad,
+                      bias_correction=not uncorrected)  # fmt: skip
+    start = 0.0
+    for t in range(1, 3 * _REDDI_PERIODS + 1):
+        if t == 3 * _REDDI_PERIODS - 2:
+            start = x.item()
+        x.grad = torch.full_like(x, C if t % 3 == 1 else -1.0)
+        opt.step()
+    return x.item() - start
 
 
-def _first_expect(case: Case) -> dict:
-    norm = _first_step_norm(case["grad"], case["shape"], case["lr"], case["betas"], True)
-    return {"value": norm}
+def _reddi_expect(case: Case) -> dict:
+    return {"value": _reddi_run(case["C"], case["beta2"])}
 
 
-def _first_diagnosis(case: Case, value: float, exp: float) -> str:
-    """Compare the prediction with other measured runs, to say what it resembles."""
-    grad = case["grad"]
-    scaled = [1000 * x for x in grad]
-    norm_scaled = _first_step_norm(scaled, case["shape"], case["lr"], case["betas"], True)
-    uncorrected = _first_step_norm(grad, case["shape"], case["lr"], case["betas"], False)
-    gnorm = math.sqrt(sum(x * x for x in grad))
-    if math.isclose(value, uncorrected, rel_tol=1e-3):
-        return "your prediction matches Adam *without* bias correction"
-    if math.isclose(value, case["lr"] * gnorm, rel_tol=1e-3):
-        return (
-            "your prediction is proportional to the gradient's norm, but the measured step "
-            f"did not change when the gradient was multiplied by 1000 ({norm_scaled:.6g})"
-        )
-    if math.isclose(value, case["lr"] * math.sqrt(len(grad)), rel_tol=1e-3):
-        return "some coordinates have a gradient of exactly zero: what does Adam do with them?"
-    return "work out m_1, v_1 and their corrections for one coordinate first"
+def _reddi_wrong(C: float, beta2: float) -> dict[str, float]:
+    """Plausible mistakes, named by what they assume (the diagnosis says which one, not why)."""
+    mean_sq = (C**2 + 2) / 3
+    before = {}  # each step divided by v before that step's gradient entered it
+    v = [0.0, 0.0, 0.0]  # periodic v after the C step and after each -1 step
+    s3 = 1 - beta2**3
+    v[0] = (1 - beta2) * (C**2 + beta2 + beta2**2) / s3
+    v[1] = (1 - beta2) * (1 + beta2 * C**2 + beta2**2) / s3
+    v[2] = (1 - beta2) * (1 + beta2 + beta2**2 * C**2) / s3
+    before["v of the previous step"] = -C / math.sqrt(v[2]) + 1 / math.sqrt(v[0]) + \
+        1 / math.sqrt(v[1])  # fmt: skip
+    return {
+        "one average for the whole period": (2 - C) / math.sqrt(mean_sq),
+        **before,
+        "moves of the period added without the square root": -C / v[0] + 1 / v[1] + 1 / v[2],
+    }
 
 
-def _first_compare(case: Case, got: Any, expected: dict, where: str) -> None:
-    where = (
-        f"adam_first_step, {where} (gradient of shape {tuple(case['shape'])}, "
-        f"lr={case['lr']:g}, betas={tuple(case['betas'])})"
-    )
-    value = _value_of(got, "adam_first_step", where)
+def _reddi_compare(case: Case, got: Any, expected: dict, where: str) -> None:
+    where = f"reddi_drift, {where} (C={case['C']}, beta2={case['beta2']})"
+    value = _value_of(got, "reddi_drift", where)
     exp = expected["value"]
-    if math.isclose(value, exp, rel_tol=1e-3):
+    if math.isclose(value, exp, rel_tol=1e-6, abs_tol=1e-9):
         return
+    if math.isclose(value, -exp, rel_tol=1e-6, abs_tol=1e-9):
+        detail = "right size, wrong direction: positive means x grows (away from x* = -1)"
+    else:
+        wrong = _reddi_wrong(case["C"], case["beta2"])
+        if any(
+            math.isclose(value, w, rel_tol=1e-6)
+            for w in (wrong["one average for the whole period"],)
+        ):
+            detail = (
+                "you divided every step of the period by the same number; with this beta2, "
+                "how much does v change between the three steps?"
+            )
+        elif math.isclose(value, wrong["v of the previous step"], rel_tol=1e-6):
+            detail = "which v divides the step at t: the one before g_t arrives, or after?"
+        elif (value > 0) != (exp > 0):
+            detail = "the measured drift goes the other way: towards the optimum or away from it?"
+        else:
+            detail = "work out the three values that v_t cycles through once it is periodic"
     raise AssertionError(
-        f"{where}: {_first_diagnosis(case, value, exp)}; measured ||theta_1 - theta_0|| of "
-        f"optlib.Adam: {exp:.8g}, predicted {value:.8g}"
+        f"{where}: {detail}; measured (optlib.Adam, lr=1, eps=0, {_REDDI_PERIODS} periods) "
+        f"{exp:+.8g} per period, predicted {value:+.8g}"
     )
 
 
-def _first_success(seed: int = 0, n_cases: int = 4) -> str:
+def _reddi_success(seed: int = 0, n_cases: int = 4) -> str:
     return (
-        f"adam_first_step: OK, within 0.1% of the first step of optlib.Adam on {n_cases} "
-        "seeded gradients"
+        f"reddi_drift: OK, matches the drift per period of optlib.Adam (beta1 = 0, lr = 1) on "
+        f"{n_cases} seeded (C, beta2) of Reddi et al.'s problem"
     )
 
 
 _register(
-    Check(
-        "adam_first_step", _first_cases, _first_probe, _first_expect, _first_compare, _first_success
-    )
-)
+    Check("reddi_drift", _reddi_cases, _reddi_probe, _reddi_expect, _reddi_compare,
+          _reddi_success)
+)  # fmt: skip
 
 
-def adam_first_step(answer: Callable, *, seed: int = 0, n_cases: int = 4) -> None:
-    r"""Check ``answer(grad, lr, betas)``: the predicted norm :math:`\|\theta_1 - \theta_0\|` of
-    the first step of :class:`optlib.Adam` (bias-corrected, :math:`\epsilon = 10^{-8}`) from
-    the gradient ``grad`` (a float64 tensor whose entries are 0 or much larger than
-    :math:`\epsilon`), against a run, to 0.1%.
+def reddi_drift(answer: Callable, *, seed: int = 0, n_cases: int = 4) -> None:
+    r"""Check ``answer(C, beta2)``: the net move of :math:`x`, divided by :math:`\eta`, over one
+    period of Reddi, Kale & Kumar's gradients :math:`C, -1, -1` (2018), once the state of Adam
+    with :math:`\beta_1 = 0`, :math:`\epsilon = 0`, a constant :math:`\eta` and no projection
+    has become periodic
+    (positive: :math:`x` grows, away from :math:`x^\star = -1`). The prediction must match a run
+    of :class:`optlib.Adam` to a relative :math:`10^{-6}`: in the periodic state
+    :math:`v_t` cycles through three values
+    :math:`v = (1-\beta_2)\,\frac{g_a^2 + \beta_2 g_b^2 + \beta_2^2 g_c^2}{1-\beta_2^3}` and the
+    bias corrections are 1.
     """
-    run_check("adam_first_step", answer, seed=seed, n_cases=n_cases)
+    run_check("reddi_drift", answer, seed=seed, n_cases=n_cases)
 
 
 # --------------------------------------------------------------------------- RAdam's threshold

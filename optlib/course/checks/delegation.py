@@ -80,7 +80,14 @@ no_delegation("adagrad_effective_lr", "AdaGrad run (predict, do not run)", *ADAG
 # --- chapter 5: Adam and bias correction
 no_delegation("adam_class", "Adam", *ADAM, *ADAMW, *UPDATE_PIECES)
 no_delegation("uncorrected_step_ratio", "Adam run (predict, do not run)", *ADAM, *ADAMW)
-no_delegation("adam_first_step", "Adam run (predict, do not run)", *ADAM, *ADAMW)
+no_delegation(
+    "reddi_drift",
+    "Adam run on Reddi et al.'s problem (predict, do not run)",
+    *ADAM,
+    *ADAMW,
+    *UPDATE_PIECES,
+    "optlib.problems.reddi",
+)
 no_delegation(
     "radam_threshold",
     "RAdam run (predict, do not run)",
