@@ -416,3 +416,38 @@ def test_an_answer_never_run_says_which_cell_to_run(name):
         namespace["test"](None)
     assert f"`{name}` is still None: run the cell that defines `{name}`" in str(err.value)
     assert "NoneType" not in str(err.value)
+
+
+def test_the_public_q5_test_has_a_full_history_and_the_hidden_one_longer_ones(capsys):
+    """The public cases include a history of all ``max_pairs`` pairs, so an answer that drops the
+    oldest pairs fails there; the hidden test's histories (up to 10 pairs, a full default history)
+    catch an answer that only ever looks at the last five."""
+    public = checks.CHECKS["lbfgs_direction"].cases()
+    assert max(len(c["s"]) for c in public) == 5 and min(len(c["s"]) for c in public) == 0
+
+    def last(k):
+        return lambda g, s, y: two_loop_right(g, s[-k:], y[-k:])
+
+    assert "differs" in _fails(checks.lbfgs_direction, last(3))
+    checks.lbfgs_direction(last(5))
+    assert "OK" in capsys.readouterr().out
+    hidden = {"seed": 705, "n_cases": 6, "max_pairs": 10, "max_dim": 40}
+    assert "differs" in _fails(checks.lbfgs_direction, last(5), **hidden)
+
+
+def test_the_hidden_q1_test_iterates_the_step(capsys):
+    """The public test takes one step per system; the hidden one iterates 25, and so catches a
+    step with a memory, such as heavy ball's (which equals Richardson's on a first step)."""
+    previous: dict = {}
+
+    def with_memory(A, b, x, omega):
+        key = (tuple(A.flatten().tolist()), tuple(b.tolist()))
+        x_prev = previous.get(key, x)
+        previous[key] = x.clone()
+        return x + omega * (b - A @ x) + 0.5 * (x - x_prev)
+
+    checks.richardson_step(with_memory)
+    assert "OK" in capsys.readouterr().out
+    previous.clear()
+    hidden = {"seed": 701, "n_cases": 6, "steps": 25, "nonsymmetric": 3}
+    assert "after step 2 of 25" in _fails(checks.richardson_step, with_memory, **hidden)

@@ -563,12 +563,14 @@ def _lbfgs_cases(
     to 20, so that float32 keeps four or five digits through the recursion), oldest first, a
     gradient :math:`g`, in float64 and float32; :math:`m \le` ``max_pairs`` pairs in
     :math:`n = m + 2` to :math:`m + 1 +` ``max_dim`` unknowns; with ``empty``, the first case has
-    no pairs."""
+    no pairs, and the last one all ``max_pairs``."""
     g = _generator(seed)
     cases = []
     for i in range(n_cases):
         dtype = "float64" if i % 2 == 0 else "float32"
         m = 0 if (empty and i == 0) else 1 + int(max_pairs * _uniform(g, 0.0, 0.999))
+        if i == n_cases - 1 and n_cases > 1:  # one full history: all max_pairs pairs
+            m = max_pairs
         # more unknowns than pairs, so that gamma scales a part of the space the pairs leave
         # alone: with as many pairs as unknowns a wrong gamma can change the direction by less
         # than the float32 tolerance
