@@ -200,3 +200,12 @@ def test_optimum_slope():
     # few dozen operations, ~1e-15; 1e-12 leaves room for polyfit's SVD
     assert lr_wd_grid.optimum_slope(rows, 1e-4 / rows) == pytest.approx(-1.0, rel=1e-12)
     assert lr_wd_grid.optimum_slope(rows, np.full(5, 0.3)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_single_decay_penalty_is_the_worst_row_cost_of_the_best_column():
+    separable = [[2.0, 1.0, 3.0], [4.0, 2.0, 5.0]]
+    assert lr_wd_grid.single_decay_penalty(separable) == (1.0, 1)
+    diagonal = [[1.0, 2.0, 4.0], [2.0, 1.0, 2.0], [4.0, 2.0, 1.0]]
+    assert lr_wd_grid.single_decay_penalty(diagonal) == (2.0, 1)
+    diverged = [[1.0, float("nan")], [1.0, 1.5]]
+    assert lr_wd_grid.single_decay_penalty(diverged) == (1.0, 0)

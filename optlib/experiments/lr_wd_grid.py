@@ -14,7 +14,9 @@ and ``optlib.AdamW(weight_decay=λ)`` run alone.
 
 :func:`digits_grid` runs such a sweep and returns plain JSON data (so that a chapter can memoise
 it on disk with :func:`optlib.course.cache.memoize`). :func:`best_per_row` and
-:func:`optimum_slope` summarise a grid.
+:func:`optimum_slope` summarise a grid by where its per-row optima lie;
+:func:`single_decay_penalty` by what one decay for every row costs, which does not depend on
+where inside a flat row the minimum happens to fall.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from torch import Tensor, nn
 from .._seed import derive_seed
 from ..problems import digits, mlp
 
-__all__ = ["BatchedMLP", "best_per_row", "digits_grid", "optimum_slope", "train_batched"]
+__all__ = [
+    "BatchedMLP",
+    "best_per_row",
+    "digits_grid",
+    "optimum_slope",
+    "single_decay_penalty",
+    "train_batched",
+]
 
 
 class BatchedMLP(nn.Module):
@@ -279,3 +288,18 @@ def optimum_slope(rows: Sequence[float], best: Sequence[float]) -> float:
     squares: 0 when the optimum does not move across rows (axis-aligned), :math:`-1` when it
     moves along the diagonal :math:`\text{row}\times\text{column} = \text{const}`."""
     return float(np.polyfit(np.log10(rows), np.log10(best), 1)[0])
+
+
+def single_decay_penalty(values: Sequence[Sequence[float]]) -> tuple[float, int]:
+    r"""What the best *single* column costs across the rows of a grid ``values[i][j]`` (lower is
+    better, NaN = diverged): with :math:`R_{ij} = V_{ij} / \min_k V_{ik}` (1 at each row's own
+    best column), returns :math:`\min_j \max_i R_{ij}` and the column :math:`j` that attains
+    it. 1 means one decay is the best for every learning rate (a separable grid); a diagonal
+    good region makes every fixed column bad somewhere, so the penalty is large. Unlike the
+    slope of the per-row optima it is not moved by rows that are flat to a few per cent."""
+    V = np.asarray(values, float)
+    V = np.where(np.isfinite(V), V, np.inf)
+    relative = V / V.min(axis=1, keepdims=True)
+    worst = relative.max(axis=0)
+    j = int(np.argmin(worst))
+    return float(worst[j]), j
