@@ -38,11 +38,7 @@ pytestmark = pytest.mark.slow
 # Problems only a notebook's author can fix, waiting for the chapter's engineer: each entry is
 # (page, a piece of the problem's text). They are printed, not failed; an entry that no longer
 # matches any problem fails, so the list only shrinks.
-KNOWN_NOTEBOOK_DEFECTS: list[tuple[str, str]] = [
-    # exercises/05 q4: a $$ block inside a paragraph (no blank lines around it) pairs the wrong
-    # dollars, and the next sentence is typeset as one long formula
-    ("chapters/05_adam_and_bias_correction.html", "isatmost5,andAdam"),
-]
+KNOWN_NOTEBOOK_DEFECTS: list[tuple[str, str]] = []
 
 # Headings a chapter repeats in its page contents, waiting for the chapter's engineer (reported,
 # not failed; an entry that is no longer true fails, so the list only shrinks).
