@@ -212,3 +212,18 @@ def test_the_torchrun_command_of_the_chapter_runs(tmp_path):
     assert summary["world_size"] == 2 and summary["zero"]
     assert summary["max_rel_diff_to_one_process"] <= 1e-12
     assert sum(summary["state_bytes_per_rank"]) == dp.reference_run(steps=1)["state_bytes"]
+
+
+@pytest.mark.timeout(300)
+def test_compare_with_one_process_summarises_one_launch():
+    out = dp.compare_with_one_process(2, steps=2, batch_size=64, micro_batches=3)
+    assert max(out["allreduce_rel_diff"]) < 1e-13
+    for key in ("ddp_rel_diff", "zero_rel_diff", "accumulation_rel_diff"):
+        assert out[key] <= 1e-12, (key, out[key])
+    assert out["ranks_identical"]
+    assert sum(out["state_bytes_zero"]) == out["state_bytes_one_process"]
+    assert out["zero_stepped"] == dp.zero_partition(out["tensor_sizes"], 2)
+    assert len(out["reduced_sq"]) == 2 and len(out["local_sq"]) == 2
+    # a shard of 32 examples is noisier than the batch of 64
+    assert all(sum(r[t] for r in out["local_sq"]) / 2 > out["reduced_sq"][t] for t in range(2))
+    json.dumps(out)  # plain data, as the chapter's cache stores it

@@ -55,6 +55,7 @@ from ..problems.workloads import Workload, workload
 __all__ = [
     "accumulate_gradients",
     "allreduce_worker",
+    "compare_with_one_process",
     "batch_indices",
     "ddp_worker",
     "launch",
@@ -266,6 +267,65 @@ def zero_partition(sizes: Sequence[int], world_size: int) -> list[list[int]]:
         out[r].append(i)
         loads[r] += sizes[i]
     return [sorted(x) for x in out]
+
+
+def _all_worker(rank: int, world_size: int, *, steps: int, batch_size: int, lr: float,
+                optimizer: str, seed: int, dtype: str) -> dict[str, Any]:  # fmt: skip
+    hyper = dict(steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
+                 dtype=dtype)  # fmt: skip
+    return {
+        "allreduce": allreduce_worker(rank, world_size, batch_size=batch_size, seed=seed,
+                                      dtype=dtype),  # fmt: skip
+        "ddp": ddp_worker(rank, world_size, **hyper),
+        "zero": ddp_worker(rank, world_size, zero=True, **hyper),
+    }
+
+
+def compare_with_one_process(world_size: int = 2, *, steps: int = 10, batch_size: int = 256,
+                             lr: float = 1e-2, optimizer: str = "AdamW", seed: int = 0,
+                             dtype: str = "float64", micro_batches: int = 4,
+                             timeout_s: float = 180.0) -> dict[str, Any]:  # fmt: skip
+    r"""Everything chapter 11 compares, in one launch of ``world_size`` ranks
+    (:func:`launch`): the all-reduced gradient against the whole batch's
+    (:func:`allreduce_worker`), DDP training with optlib's ``optimizer`` and the same under
+    ZeroRedundancyOptimizer (:func:`ddp_worker`), against one process on the whole batch and one
+    accumulating ``micro_batches`` micro-batches (:func:`reference_run`).
+
+    Returns plain JSON data: ``allreduce_rel_diff`` (per rank), ``ddp_rel_diff``,
+    ``zero_rel_diff``, ``accumulation_rel_diff`` (the largest parameter difference to the
+    one-process run, relative to its largest parameter), ``ranks_identical`` (every rank ends
+    with the same parameters, with and without ZeRO), ``state_bytes_one_process``,
+    ``state_bytes_ddp`` and ``state_bytes_zero`` (per rank), ``zero_stepped`` (the tensors each
+    rank steps), ``tensor_sizes``, ``losses`` (the one-process run's) and, per step,
+    ``local_sq`` (per rank) and ``reduced_sq``, the squared norms of the shard gradients and of
+    their average."""
+    hyper = dict(steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
+                 dtype=dtype)  # fmt: skip
+    ranks = launch(_all_worker, world_size, timeout_s=timeout_s, **hyper)
+    ref = reference_run(**hyper)
+    acc = reference_run(micro_batches=micro_batches, **hyper)
+    b = torch.tensor(ref["params"])
+
+    def rel(params: list[float]) -> float:
+        return float((torch.tensor(params) - b).abs().max() / b.abs().max())
+
+    return {
+        "world_size": world_size, **hyper, "micro_batches": micro_batches,
+        "allreduce_rel_diff": [r["allreduce"]["rel_diff"] for r in ranks],
+        "ddp_rel_diff": max(rel(r["ddp"]["params"]) for r in ranks),
+        "zero_rel_diff": max(rel(r["zero"]["params"]) for r in ranks),
+        "accumulation_rel_diff": rel(acc["params"]),
+        "ranks_identical": all(r[k]["params"] == ranks[0][k]["params"]
+                               for r in ranks for k in ("ddp", "zero")),
+        "state_bytes_one_process": ref["state_bytes"],
+        "state_bytes_ddp": [r["ddp"]["state_bytes"] for r in ranks],
+        "state_bytes_zero": [r["zero"]["state_bytes"] for r in ranks],
+        "zero_stepped": [r["zero"]["stepped"] for r in ranks],
+        "tensor_sizes": [p.numel() for p in problem(dtype).model(seed).parameters()],
+        "losses": ref["losses"],
+        "local_sq": [r["ddp"]["local_sq"] for r in ranks],
+        "reduced_sq": ranks[0]["ddp"]["reduced_sq"],
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------- launching
