@@ -126,7 +126,7 @@ def test_exercises_with_dropdown_solutions(site):
     page = site["chapter.html"]
     titles = re.findall(r'caption-number">Exercise (\d) </span> \(([^)]*)\)', page)
     assert [t for _, t in titles] == [
-        "One gradient-descent step",
+        "A backtracking line search",
         "The largest stable learning rate",
         "Predict the number of iterations",
         "Why a smaller learning rate does not cure a narrow valley",

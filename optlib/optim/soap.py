@@ -197,7 +197,7 @@ class _QR:
 def _refresh_plan(
     factors: list[Tensor | None], bases: list[Tensor | None], v: Tensor
 ) -> tuple[list, Tensor]:
-    """:func:`refreshed_bases` up to the QRs: per factor the kept basis (or ``None``), or the
+    r""":func:`refreshed_bases` up to the QRs: per factor the kept basis (or ``None``), or the
     matrix :math:`F Q_{:, \text{order}}` to factorise (a :class:`_QR`), and ``v`` permuted."""
     new_bases: list = []
     for i, (F, Q) in enumerate(zip(factors, bases)):
