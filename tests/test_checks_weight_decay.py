@@ -55,10 +55,13 @@ def groups_right(model, weight_decay):
 RIGHT = [
     (wd_checks.sgd_decoupled_step, sgd_right, {}),
     (wd_checks.sgd_decoupled_step, sgd_right, {"steps": 30, "n_cases": 6}),
+    (wd_checks.sgd_decoupled_step, sgd_right, {"steps": 30, "n_cases": 6, "edge": True}),
     (wd_checks.predict_decay_rate, rate_right, {}),
     (wd_checks.adamw_class, AdamWRight, {}),
+    (wd_checks.adamw_class, AdamWRight, {"frozen": True}),
+    (wd_checks.adamw_class, AdamWRight, {"frozen": True, "groups": True, "n_cases": 4}),
     (wd_checks.no_decay_groups, groups_right, {}),
-    (wd_checks.no_decay_groups, groups_right, {"exotic": True, "n_cases": 6}),
+    (wd_checks.no_decay_groups, groups_right, {"head_first": True, "n_cases": 6}),
 ]
 
 
@@ -183,7 +186,47 @@ def test_the_two_dimensional_rule_fails_on_the_embedding():
             {"params": [p for p in ps if p.dim() < 2], "weight_decay": 0.0},
         ]
 
-    assert "'embed.weight'" in _fails(wd_checks.no_decay_groups, by_dim)
+    assert "'tok.weight'" in _fails(wd_checks.no_decay_groups, by_dim)
+
+
+NAME_RULES = {  # rules that read a parameter's name instead of its module's type
+    "norm/bias/embed in the name": lambda n, p: (
+        not ("norm" in n or n.endswith("bias") or "embed" in n)
+    ),
+    "two dimensions, not an embedding by name": lambda n, p: p.dim() >= 2 and "embed" not in n,
+    "two dimensions, not the first parameter": lambda n, p: (
+        p.dim() >= 2 and not n.startswith(("embed", "tok"))
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(NAME_RULES))
+def test_name_heuristics_fail_the_public_cases(rule):
+    decide = NAME_RULES[rule]
+
+    def by_name(model, wd):
+        named = list(model.named_parameters())
+        return [
+            {"params": [p for n, p in named if decide(n, p)], "weight_decay": wd},
+            {"params": [p for n, p in named if not decide(n, p)], "weight_decay": 0.0},
+        ]
+
+    if rule == "two dimensions, not the first parameter":  # reads the public names: passes them
+        by_name(wd_checks.build_model(wd_checks._group_cases()[0]), 0.1)
+        with pytest.raises(AssertionError, match="'out.weight'"):
+            wd_checks.no_decay_groups(by_name, seed=604, n_cases=6, head_first=True)
+    else:
+        _fails(wd_checks.no_decay_groups, by_name)
+
+
+def test_public_cases_cover_every_layer_kind_and_a_tied_head():
+    cases = wd_checks._group_cases()
+    kinds = {k for case in cases for k in case["layers"]}
+    assert kinds == set(wd_checks._LAYERS)
+    assert any(case["tied"] for case in cases)
+    for case in cases:
+        names = [n for n, _ in wd_checks.build_model(case).named_parameters()]
+        assert not any(word in n for n in names for word in ("norm", "embed", "conv", "linear"))
 
 
 def test_group_structure_problems_are_reported():
@@ -202,15 +245,128 @@ def test_group_structure_problems_are_reported():
     assert "no 'weight_decay'" in _fails(wd_checks.no_decay_groups, no_key)
 
 
-def test_tied_head_counts_as_embedding_in_the_exotic_cases():
+def test_tied_head_counts_as_embedding_in_the_public_cases():
     def decay_tied(model, wd):
         groups = groups_right(model, wd)
-        if model.head.weight is model.embed.weight:  # wrongly decays the tied tensor
-            groups[1]["params"] = [p for p in groups[1]["params"] if p is not model.embed.weight]
-            groups[0]["params"].append(model.embed.weight)
+        if model.out.weight is model.tok.weight:  # wrongly decays the tied tensor
+            groups[1]["params"] = [p for p in groups[1]["params"] if p is not model.tok.weight]
+            groups[0]["params"].append(model.tok.weight)
         return groups
 
-    assert "'embed.weight'" in _fails(wd_checks.no_decay_groups, decay_tied, exotic=True)
+    assert "'tok.weight'" in _fails(wd_checks.no_decay_groups, decay_tied)
+
+
+def test_a_rule_on_the_first_name_of_a_tied_tensor_fails_when_the_head_comes_first():
+    def first_owner(model, wd):  # the owner that named_modules meets first decides
+        owner = {}
+        for module in model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                owner.setdefault(id(p), (module, name))
+        keep = {i for i, (m, n) in owner.items() if isinstance(m, NO_DECAY) or n.endswith("bias")}
+        ps = list(model.parameters())
+        return [
+            {"params": [p for p in ps if id(p) not in keep], "weight_decay": wd},
+            {"params": [p for p in ps if id(p) in keep], "weight_decay": 0.0},
+        ]
+
+    wd_checks.no_decay_groups(first_owner)  # the embedding comes first in the public cases
+    msg = _fails(wd_checks.no_decay_groups, first_owner, seed=604, n_cases=6, head_first=True)
+    assert "'out.weight'" in msg
+
+
+# ----------------------------------------------------------------------------- q3 behaviours
+
+
+class AdamWDefaultsLR(AdamWRight):
+    """Decays with the constructor's lr instead of each group's."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.mul_(1 - self.defaults["lr"] * self.decay)
+        return torch.optim.Adam.step(self, closure)
+
+
+class AdamWDecaysFrozen(AdamWRight):
+    """Decays parameters without a gradient too."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.mul_(1 - group["lr"] * self.decay)
+        return torch.optim.Adam.step(self, closure)
+
+
+def test_group_learning_rates_are_tested_only_where_the_hidden_test_asks():
+    wd_checks.adamw_class(AdamWDefaultsLR, frozen=True)  # one group: no difference
+    _fails(wd_checks.adamw_class, AdamWDefaultsLR, seed=603, n_cases=4, frozen=True, groups=True)
+
+
+def test_a_parameter_without_gradient_must_not_decay():
+    wd_checks.adamw_class(AdamWDecaysFrozen)
+    assert "differs from torch.optim.AdamW" in _fails(
+        wd_checks.adamw_class, AdamWDecaysFrozen, frozen=True
+    )
+
+
+def test_sgd_edge_cases_catch_a_step_that_assumes_a_vector():
+    def row_by_row(theta, grad, lr, l2):  # iterates over the first dimension: no 0-d theta
+        return torch.stack([(1 - lr * l2) * t - lr * g for t, g in zip(theta, grad)])
+
+    wd_checks.sgd_decoupled_step(row_by_row)  # right on the public 1-d and 2-d cases
+    with pytest.raises(TypeError, match="0-d"):  # the learner's own error, in their kernel
+        wd_checks.sgd_decoupled_step(row_by_row, seed=601, n_cases=6, edge=True)
+
+
+# ----------------------------------------------------------------------------- delegation, None
+
+
+class AdamWByTorch(torch.optim.AdamW):
+    pass
+
+
+def test_delegating_answers_score_nothing_with_the_reason():
+    from optlib.optim import param_groups
+
+    cases = [
+        (wd_checks.adamw_class, AdamWByTorch, "torch.optim.AdamW"),
+        (wd_checks.no_decay_groups, lambda m, wd: param_groups.decay_groups(m, wd),
+         "optlib.optim.param_groups"),
+        (wd_checks.sgd_decoupled_step, lambda t, g, lr, l2: _sgd_by_optlib(t, g, lr, l2),
+         "optlib.SGD"),
+    ]  # fmt: skip
+    for check, answer, name in cases:
+        with pytest.raises(AssertionError, match="scores nothing") as err:
+            check(answer)
+        assert name in str(err.value)
+
+
+def _sgd_by_optlib(theta, grad, lr, l2):
+    import optlib
+
+    p = theta.clone().requires_grad_()
+    p.grad = grad.clone()
+    optlib.SGD([p], lr=lr, weight_decay=l2).step()
+    return p.detach()
+
+
+@pytest.mark.parametrize("check, label", [
+    (wd_checks.sgd_decoupled_step, "sgd_decoupled_step"),
+    (wd_checks.predict_decay_rate, "predict_decay_rate"),
+    (wd_checks.adamw_class, "AdamW"),
+    (wd_checks.no_decay_groups, "param_groups"),
+])  # fmt: skip
+def test_an_answer_never_run_says_which_cell_to_run(check, label):
+    # how otter calls a test: with the learner's name, bound to None when it is undefined
+    namespace = {"check": check}
+    exec(f"def test_q({label}):\n    check({label})\n", namespace)
+    with pytest.raises(AssertionError) as err:
+        namespace["test_q"](None)
+    assert f"run the cell that defines `{label}`" in str(err.value)
+    assert "NoneType" not in str(err.value) and "TypeError" not in str(err.value)
 
 
 # ----------------------------------------------------------------------------- the split

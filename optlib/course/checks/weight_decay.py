@@ -33,7 +33,7 @@ from ._core import (
     _as_tensor_answer,
     _class_cases,
     _class_compare,
-    _class_run,
+    _class_loss,
     _first_step_mismatch,
     _fmt_index,
     _generator,
@@ -57,20 +57,27 @@ __all__ = ["adamw_class", "no_decay_groups", "predict_decay_rate", "sgd_decouple
 # --------------------------------------------------------------------------- SGD as decay
 
 
-def _sgd_cases(seed: int = 0, n_cases: int = 4, steps: int = 5) -> list[Case]:
+def _sgd_cases(seed: int = 0, n_cases: int = 4, steps: int = 5, edge: bool = False) -> list[Case]:
+    """Seeded quadratics; ``edge`` adds a 0-d and a 3-d ``theta`` and ``l2 = 0`` (plain SGD)."""
     g = _generator(seed)
     cases = []
     for i in range(n_cases):
         dtype = "float64" if i % 2 == 0 else "float32"
         shape = [3 + i % 2] if i % 3 != 1 else [2, 3]
+        if edge:
+            shape = [[], [2, 1, 3], [4]][i % 3]
         d = math.prod(shape)
-        A = _spd(g, d, _log_uniform(g, 0.05, 0.5), _log_uniform(g, 1.0, 5.0))
+        if d == 1:
+            A = torch.tensor([[_log_uniform(g, 0.05, 5.0)]], dtype=torch.float64)
+        else:
+            A = _spd(g, d, _log_uniform(g, 0.05, 0.5), _log_uniform(g, 1.0, 5.0))
+        l2 = round(_log_uniform(g, 0.05, 2.0), 4)
         cases.append(
             {
                 "dtype": dtype,
                 "shape": shape,
                 "lr": round(_uniform(g, 0.05, 0.3), 4),
-                "l2": round(_log_uniform(g, 0.05, 2.0), 4),
+                "l2": 0.0 if edge and i % 3 == 2 else l2,
                 "A": _rounded(A, dtype),
                 "b": _rounded(torch.randn(d, generator=g, dtype=torch.float64), dtype),
                 "theta0": _rounded(3 * torch.randn(d, generator=g, dtype=torch.float64), dtype),
@@ -163,7 +170,11 @@ def _sgd_compare(case: Case, got: Any, expected: dict, where: str) -> None:
                                                             case["dtype"])),
             "",
         )  # fmt: skip
-        at = tuple(int(i) for i in torch.unravel_index(torch.tensor(index[0]), case["shape"]))
+        at = (
+            tuple(int(i) for i in torch.unravel_index(torch.tensor(index[0]), case["shape"]))
+            if case["shape"]
+            else ()
+        )
         raise AssertionError(
             f"{where}: after step {k + 1} of {len(ref)}, theta{_fmt_index(at)} differs from SGD "
             f"on f + (l2/2)||theta||^2: expected {float(ref[k][index]):.10g}, got "
@@ -171,10 +182,11 @@ def _sgd_compare(case: Case, got: Any, expected: dict, where: str) -> None:
         )
 
 
-def _sgd_success(seed: int = 0, n_cases: int = 4, steps: int = 5) -> str:
+def _sgd_success(seed: int = 0, n_cases: int = 4, steps: int = 5, edge: bool = False) -> str:
+    extra = "; 0-d and 3-d theta, l2 = 0" if edge else ""
     return (
         f"sgd_decoupled_step: OK, reproduces optlib.SGD(weight_decay=l2) for {steps} steps on "
-        f"{n_cases} seeded quadratics (float64 and float32)"
+        f"{n_cases} seeded quadratics (float64 and float32{extra})"
     )
 
 
@@ -183,13 +195,16 @@ _register(
 )
 
 
-def sgd_decoupled_step(answer: Callable, *, seed: int = 0, n_cases: int = 4, steps: int = 5):
+def sgd_decoupled_step(
+    answer: Callable, *, seed: int = 0, n_cases: int = 4, steps: int = 5, edge: bool = False
+):
     r"""Check ``answer(theta, grad, lr, l2)``: a step that shrinks :math:`\theta` by a factor and
     then steps along ``grad`` (:math:`\nabla f` alone), which must equal one SGD step on
     :math:`f + \tfrac{l_2}{2}\|\theta\|^2` (``optlib.SGD(weight_decay=l2)``), over ``steps``
     steps on seeded quadratics. It must return a new tensor and leave its inputs unchanged.
+    ``edge`` adds a 0-d and a 3-d ``theta`` and ``l2 = 0``.
     """
-    run_check("sgd_decoupled_step", answer, seed=seed, n_cases=n_cases, steps=steps)
+    run_check("sgd_decoupled_step", answer, seed=seed, n_cases=n_cases, steps=steps, edge=edge)
 
 
 # --------------------------------------------------------------------------- predicted decay
@@ -301,8 +316,39 @@ def _adamw_hyper(g: torch.Generator, i: int) -> dict:
     }
 
 
-def _adamw_cases(seed: int = 0, n_cases: int = 3, steps: int = 20) -> list[Case]:
-    return _class_cases(seed, n_cases, steps, _adamw_hyper)
+def _adamw_cases(
+    seed: int = 0, n_cases: int = 3, steps: int = 20, frozen: bool = False, groups: bool = False
+) -> list[Case]:
+    """``frozen``: the last parameter gets no gradient (``.grad`` None) in the second half of
+    the run; ``groups``: where a case has two parameters, the first is in a param group of its
+    own at half the learning rate."""
+    cases = _class_cases(seed, n_cases, steps, _adamw_hyper)
+    for case in cases:
+        case["frozen"] = bool(frozen)
+        case["groups"] = bool(groups and len(case["params"]) > 1)
+    return cases
+
+
+def _adamw_run(factory: Callable, case: Case) -> list[list[list[float]]]:
+    """The trajectory of ``factory(params_or_groups, **hyper)`` on the case's problems."""
+    params = [
+        _tensor(prob["theta0"]).reshape(prob["shape"]).requires_grad_() for prob in case["params"]
+    ]
+    hyper = case["hyper"]
+    spec: Any = params
+    if case.get("groups"):
+        spec = [{"params": params[:1], "lr": hyper["lr"] / 2}, {"params": params[1:]}]
+    opt = factory(spec, **hyper)
+    trajectory = []
+    for k in range(case["steps"]):
+        for p in params:
+            p.grad = None
+        _class_loss(case["params"], params).backward()
+        if case.get("frozen") and k >= case["steps"] // 2:
+            params[-1].grad = None
+        opt.step()
+        trajectory.append([p.detach().double().reshape(-1).tolist() for p in params])
+    return trajectory
 
 
 def _torch_factory(**fixed: Any) -> Callable:
@@ -324,7 +370,8 @@ class _DecayAfter(torch.optim.Adam):
         super().step()
         for group in self.param_groups:
             for p in group["params"]:
-                p.mul_(1 - group["lr"] * self.wd)
+                if p.grad is not None:
+                    p.mul_(1 - group["lr"] * self.wd)
 
 
 def _adamw_expect(case: Case) -> dict:
@@ -339,8 +386,8 @@ def _adamw_expect(case: Case) -> dict:
         ),
     }
     return {
-        "trajectory": _class_run(_torch_factory(), case),
-        "variants": {name: _class_run(f, case) for name, f in variants.items()},
+        "trajectory": _adamw_run(_torch_factory(), case),
+        "variants": {name: _adamw_run(f, case) for name, f in variants.items()},
         "hyper": hyper,
     }
 
@@ -349,7 +396,7 @@ def _adamw_probe(answer: Callable, case: Case) -> dict:
     def factory(ps, betas, **h):
         return answer(ps, betas=tuple(betas), **h)
 
-    return {"trajectory": _class_run(factory, case)}
+    return {"trajectory": _adamw_run(factory, case)}
 
 
 _ADAMW_HINTS = {
@@ -397,10 +444,14 @@ def _adamw_compare(case: Case, got: Any, expected: dict, where: str) -> None:
         raise AssertionError(str(err) + _adamw_hint(got, expected)) from None
 
 
-def _adamw_success(seed: int = 0, n_cases: int = 3, steps: int = 20) -> str:
+def _adamw_success(
+    seed: int = 0, n_cases: int = 3, steps: int = 20, frozen: bool = False, groups: bool = False
+) -> str:
+    extra = [x for x, on in (("a parameter without a gradient", frozen),
+                             ("two param groups", groups)) if on]  # fmt: skip
     return (
         f"adamw_class: OK, matches torch.optim.AdamW over {steps} steps on {n_cases} seeded "
-        "problems"
+        "problems" + (f" ({', '.join(extra)})" if extra else "")
     )
 
 
@@ -410,12 +461,20 @@ _register(
 )  # fmt: skip
 
 
-def adamw_class(answer: type, *, seed: int = 0, n_cases: int = 3, steps: int = 20) -> None:
+def adamw_class(
+    answer: type, *, seed: int = 0, n_cases: int = 3, steps: int = 20, frozen: bool = False,
+    groups: bool = False,
+) -> None:  # fmt: skip
     r"""Check an AdamW optimizer class, constructed as ``answer(params, lr=..., betas=(β1, β2),
     eps=..., weight_decay=...)``, against :class:`torch.optim.AdamW` (Loshchilov & Hutter,
     2019): :math:`\theta \leftarrow (1-\eta\lambda)\theta`, then Adam's step on the loss
-    gradient alone, over ``steps`` steps on seeded problems."""
-    run_check("adamw_class", answer, seed=seed, n_cases=n_cases, steps=steps)
+    gradient alone, over ``steps`` steps on seeded problems. ``frozen``: a parameter stops
+    receiving gradients half-way (it must then not move, decay included); ``groups``: two param
+    groups with different learning rates."""
+    run_check(
+        "adamw_class", answer, seed=seed, n_cases=n_cases, steps=steps, frozen=frozen,
+        groups=groups,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- param groups
@@ -423,22 +482,29 @@ def adamw_class(answer: type, *, seed: int = 0, n_cases: int = 3, steps: int = 2
 _LAYERS = ("linear", "linear_nobias", "layernorm", "batchnorm", "rmsnorm", "groupnorm", "conv1d")
 
 
-def _group_cases(seed: int = 0, n_cases: int = 3, exotic: bool = False) -> list[Case]:
+def _group_cases(seed: int = 0, n_cases: int = 3, head_first: bool = False) -> list[Case]:
+    """Seeded models. Every case has a linear layer, and the cases together hold every layer kind
+    (each case's first layers cycle through them) and a tied head (cases 1, 3, ...).
+    ``head_first`` registers the output layer before the embedding (a tied tensor is then
+    named after the head) and nests the layers one level deeper."""
     g = _generator(seed)
-    kinds = _LAYERS if exotic else _LAYERS[:4]
+    kinds = _LAYERS
     cases = []
     for i in range(n_cases):
-        n_layers = 3 + int(torch.randint(0, 4, (), generator=g))
+        n_layers = 4 + int(torch.randint(0, 3, (), generator=g))
         layers = [
             kinds[int(torch.randint(0, len(kinds), (), generator=g))] for _ in range(n_layers)
         ]
-        layers[i % n_layers] = "linear"  # always something to decay
+        layers[0] = "linear"  # always something to decay
+        for j in range(1, 4):  # three of the other kinds in turn, so that all are covered
+            layers[j] = kinds[1 + (3 * i + j - 1) % (len(kinds) - 1)]
         cases.append(
             {
                 "vocab": 5 + int(torch.randint(0, 8, (), generator=g)),
                 "d": 4 * (1 + int(torch.randint(0, 3, (), generator=g))),
                 "layers": layers,
-                "tied": bool(exotic and i % 2 == 0),
+                "tied": i % 2 == 0,
+                "head_first": bool(head_first),
                 "weight_decay": round(_log_uniform(g, 1e-3, 0.3), 5),
                 "seed": int(torch.randint(0, 2**31 - 1, (), generator=g)),
             }
@@ -451,11 +517,15 @@ class _Layers(nn.Module):
 
 
 def build_model(case: Case) -> nn.Module:
-    """The seeded model of a case: an embedding, the listed layers, a (possibly tied) head."""
+    """The seeded model of a case: an embedding ``tok``, the listed layers ``blocks.l0``,
+    ``blocks.l1``... (names that do not say what a layer is), an output layer ``out`` (possibly
+    tied to the embedding, possibly registered first)."""
     torch.manual_seed(case["seed"])
     d, vocab = case["d"], case["vocab"]
     model = _Layers()
-    model.embed = nn.Embedding(vocab, d)
+    if case.get("head_first"):
+        model.out = nn.Linear(d, vocab, bias=False)
+    model.tok = nn.Embedding(vocab, d)
     blocks = nn.Module()
     for i, kind in enumerate(case["layers"]):
         layer = {
@@ -467,11 +537,16 @@ def build_model(case: Case) -> nn.Module:
             "groupnorm": lambda: nn.GroupNorm(2, d),
             "conv1d": lambda: nn.Conv1d(d, d, 3),
         }[kind]()
-        blocks.add_module(f"{i}_{kind}", layer)
+        blocks.add_module(f"l{i}", layer)
+    if case.get("head_first"):
+        outer = nn.Module()
+        outer.inner = blocks
+        blocks = outer
     model.blocks = blocks
-    model.head = nn.Linear(d, vocab, bias=False)
+    if not case.get("head_first"):
+        model.out = nn.Linear(d, vocab, bias=False)
     if case["tied"]:
-        model.head.weight = model.embed.weight
+        model.out.weight = model.tok.weight
     return model
 
 
@@ -523,10 +598,11 @@ def _group_expect(case: Case) -> dict:
 
 def _group_compare(case: Case, got: Any, expected: dict, where: str) -> None:
     layers = ", ".join(case["layers"])
-    tied = ", head tied to the embedding" if case["tied"] else ""
+    tied = ", out tied to the embedding" if case["tied"] else ""
+    order = ", out registered first" if case.get("head_first") else ""
     where = (
-        f"no_decay_groups, {where} (embedding, {layers}, head{tied}; "
-        f"weight_decay={case['weight_decay']:g})"
+        f"no_decay_groups, {where} (tok = embedding, blocks = {layers}, out = linear{tied}"
+        f"{order}; weight_decay={case['weight_decay']:g})"
     )
     _raise_if_error(got, "param_groups", where)
     if not isinstance(got, dict) or "assigned" not in got:
@@ -550,8 +626,8 @@ def _group_compare(case: Case, got: Any, expected: dict, where: str) -> None:
             )
 
 
-def _group_success(seed: int = 0, n_cases: int = 3, exotic: bool = False) -> str:
-    extra = " (with conv, RMSNorm, GroupNorm and tied heads)" if exotic else ""
+def _group_success(seed: int = 0, n_cases: int = 3, head_first: bool = False) -> str:
+    extra = " (output layer registered before the embedding)" if head_first else ""
     return (
         f"no_decay_groups: OK, every parameter of {n_cases} seeded models in the right group{extra}"
     )
@@ -564,10 +640,11 @@ _register(
 
 
 def no_decay_groups(
-    answer: Callable, *, seed: int = 0, n_cases: int = 3, exotic: bool = False
+    answer: Callable, *, seed: int = 0, n_cases: int = 3, head_first: bool = False
 ) -> None:
     """Check ``answer(model, weight_decay)``, a list of param groups in which every trainable
     parameter appears once: weight matrices (and conv kernels) with ``weight_decay``; biases,
     normalisation layers and embeddings with ``0.0``; against
-    :func:`optlib.optim.param_groups.decay_mask` on seeded models."""
-    run_check("no_decay_groups", answer, seed=seed, n_cases=n_cases, exotic=exotic)
+    :func:`optlib.optim.param_groups.decay_mask` on seeded models whose module names do not
+    say what each layer is. ``head_first``: see :func:`_group_cases`."""
+    run_check("no_decay_groups", answer, seed=seed, n_cases=n_cases, head_first=head_first)
