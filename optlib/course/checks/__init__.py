@@ -12,7 +12,8 @@ Every check lives in the module of its chapter's topic and registers itself in :
 * :mod:`~optlib.course.checks.preconditioners` (chapter 7),
 * :mod:`~optlib.course.checks.sign_methods` (chapter 8),
 * :mod:`~optlib.course.checks.curvature` (chapter 9),
-* :mod:`~optlib.course.checks.matrix_preconditioners` (chapter 10).
+* :mod:`~optlib.course.checks.matrix_preconditioners` (chapter 10),
+* :mod:`~optlib.course.checks.large_batches` (chapter 11).
 
 Exercises call them as ``checks.<name>(answer)``: ``from optlib.course import checks``.
 """
@@ -27,6 +28,8 @@ from .curvature import *  # noqa: F403
 from .curvature import __all__ as _curvature
 from .gradient_descent import *  # noqa: F403
 from .gradient_descent import __all__ as _gradient_descent
+from .large_batches import *  # noqa: F403
+from .large_batches import __all__ as _large_batches
 from .matrix_preconditioners import *  # noqa: F403
 from .matrix_preconditioners import __all__ as _matrix_preconditioners
 from .momentum import *  # noqa: F403
@@ -43,6 +46,6 @@ from .weight_decay import __all__ as _weight_decay
 __all__ = ["CHECKS", "DELEGATION", "Check", "run_check"]
 for _names in (
     _gradient_descent, _sgd, _momentum, _adagrad, _adam, _weight_decay, _preconditioners,
-    _sign_methods, _curvature, _matrix_preconditioners,
+    _sign_methods, _curvature, _matrix_preconditioners, _large_batches,
 ):
     __all__ += _names
