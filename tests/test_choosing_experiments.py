@@ -304,3 +304,20 @@ def test_mixed_runs_equal_their_optimizers_alone():
             np.testing.assert_allclose(np.array(mixed[key])[:, k], np.array(one[key])[:, 0],
                                        rtol=1e-5)  # fmt: skip
     assert mixed["switched_at"] == [None, None, 5]
+
+
+def test_race_takes_the_experiments_optimizers_by_name():
+    """"Mixed" and "AdamThenSGD" by name (JSON arguments, so a race can be memoised) give the
+    runs that the classes give."""
+    from optlib.experiments.race import Mixed
+
+    kw = dict(steps=6, batch_size=16, eval_every=3, schedule="constant")
+    arms = [dict(optimizer="SGD", options={"momentum": 0.9}), dict(optimizer="AdamW")]
+    by_name = race("digits_mlp", "Mixed", [[0.1, 0], [1e-2, 0]], run_options=arms, **kw)
+    by_class = race("digits_mlp", Mixed, [[0.1, 0], [1e-2, 0]], run_options=arms, **kw)
+    assert by_name["loss"] == by_class["loss"]
+    out = race("digits_mlp", "AdamThenSGD", [[1e-2, 0]], options={"switch": 2},
+               group_keys=["switched_at"], **kw)  # fmt: skip
+    assert out["switched_at"] == [2]
+    with pytest.raises(ValueError, match="not an optimizer class"):
+        race("digits_mlp", "NoSuchOptimizer", [[1e-2, 0]], **kw)

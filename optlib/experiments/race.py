@@ -165,7 +165,13 @@ class Mixed(torch.optim.Optimizer):
 def _build(optimizer: str | type) -> tuple[str, type]:
     import optlib
 
-    cls = getattr(optlib, optimizer, None) if isinstance(optimizer, str) else optimizer
+    if isinstance(optimizer, str):  # an optlib optimizer, or one of the experiments' own
+        from .switching import AdamThenSGD
+
+        own = {"Mixed": Mixed, "AdamThenSGD": AdamThenSGD}
+        cls = own[optimizer] if optimizer in own else getattr(optlib, optimizer, None)
+    else:
+        cls = optimizer
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ValueError(f"Invalid optimizer: {optimizer!r} is not an optimizer class of optlib")
     return cls.__name__, cls
@@ -196,9 +202,9 @@ def race(
     train_examples: int | None = 0,
 ) -> dict[str, Any]:
     r"""Train one copy of workload ``name`` per run ``(lr, seed)`` with ``optimizer`` (an
-    optlib name or an optimizer class) built with ``options``, ``steps`` steps of
-    ``batch_size`` examples, ``schedule`` (``"cosine"`` to 0 at ``steps`` or ``"constant"``)
-    after a linear ``warmup``.
+    optlib name, ``"Mixed"``, ``"AdamThenSGD"`` or an optimizer class) built with ``options``,
+    ``steps`` steps of ``batch_size`` examples, ``schedule`` (``"cosine"`` to 0 at ``steps`` or
+    ``"constant"``) after a linear ``warmup``.
 
     Every ``eval_every`` steps (and at step 0 and at the end) each copy is evaluated on
     ``eval_examples`` evenly spaced held-out examples (all of them if ``None``). Returns plain
