@@ -13,7 +13,8 @@ Every check lives in the module of its chapter's topic and registers itself in :
 * :mod:`~optlib.course.checks.sign_methods` (chapter 8),
 * :mod:`~optlib.course.checks.curvature` (chapter 9),
 * :mod:`~optlib.course.checks.matrix_preconditioners` (chapter 10),
-* :mod:`~optlib.course.checks.large_batches` (chapter 11).
+* :mod:`~optlib.course.checks.large_batches` (chapter 11),
+* :mod:`~optlib.course.checks.choosing` (chapter 12).
 
 Exercises call them as ``checks.<name>(answer)``: ``from optlib.course import checks``.
 """
@@ -24,6 +25,8 @@ from .adagrad import *  # noqa: F403
 from .adagrad import __all__ as _adagrad
 from .adam import *  # noqa: F403
 from .adam import __all__ as _adam
+from .choosing import *  # noqa: F403
+from .choosing import __all__ as _choosing
 from .curvature import *  # noqa: F403
 from .curvature import __all__ as _curvature
 from .gradient_descent import *  # noqa: F403
@@ -46,6 +49,6 @@ from .weight_decay import __all__ as _weight_decay
 __all__ = ["CHECKS", "DELEGATION", "Check", "run_check"]
 for _names in (
     _gradient_descent, _sgd, _momentum, _adagrad, _adam, _weight_decay, _preconditioners,
-    _sign_methods, _curvature, _matrix_preconditioners, _large_batches,
+    _sign_methods, _curvature, _matrix_preconditioners, _large_batches, _choosing,
 ):
     __all__ += _names
