@@ -3,7 +3,7 @@ environment variable moves every seed at once.
 
 Every seeded helper in optlib (data splits and initial weights in :mod:`optlib.problems`, test
 matrices and random probes in :mod:`optlib.linalg`, batch orders in :mod:`optlib.experiments`)
-turns the ``seed`` it is given into a generator seed with :func:`derive_seed`. With the
+turns the ``seed`` it is given into a generator seed with ``derive_seed``. With the
 environment variable ``OPTLIB_SEED`` unset (or ``0``), ``derive_seed(s) == s``; set to another
 base, it maps every seed to a different one, so a whole chapter can be re-run under other random
 draws (``OPTLIB_SEED=1 jupyter nbconvert --execute ...``) to check that its claims are about the
@@ -53,7 +53,7 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python's, NumPy's and torch's generators with ``derive_seed(seed)``, and return a
     torch.Generator seeded the same way.
 
-    Every chapter calls this first; ``OPTLIB_SEED`` (see :func:`derive_seed`) moves the whole
+    Every chapter calls this first; ``OPTLIB_SEED`` (see ``derive_seed``) moves the whole
     chapter to other draws.
     """
     seed = derive_seed(seed)

@@ -59,7 +59,7 @@ def iteration_costs(
     block: int = 5,
     seed: int = 0,
 ) -> dict[str, list[float]]:
-    """Seconds per call of each of :data:`KINDS` on ``model`` and the batch ``X, y``, one
+    """Seconds per call of each of ``KINDS`` on ``model`` and the batch ``X, y``, one
     number per round (the mean over a block of ``block`` calls), measured interleaved (see the
     module docstring); ``tokens`` is SophiaG's ``bs``."""
     if tokens < 1:

@@ -4,19 +4,19 @@ suite, time-to-target and steps-to-target at the tuned learning rate, performanc
 ``python -m optlib.bench suite`` runs it; ``--size small`` reruns a small slice and compares it
 with the committed results (``optlib/bench/results/suite-v1.json``, shipped with the package).
 
-**Protocol** (:data:`PROTOCOL`, stored in the results), in the spirit of AlgoPerf (Dahl et al.,
+**Protocol** (``PROTOCOL``, stored in the results), in the spirit of AlgoPerf (Dahl et al.,
 2023, "external tuning"):
 
 * every optimizer runs with its own defaults except the learning rate :math:`\eta`, which is
-  tuned on a log grid of :data:`GRID_POINTS` points half a decade apart, centred on the
+  tuned on a log grid of ``GRID_POINTS`` points half a decade apart, centred on the
   optimizer's default (:data:`OPTIMIZERS`); if the best point is at an edge of the grid, the
-  grid grows by one point on that side, up to :data:`GRID_EXTEND` times;
+  grid grows by one point on that side, up to ``GRID_EXTEND`` times;
 * every optimizer gets the same budget per workload (steps and batch size), a linear warm-up
-  over the first :data:`WARMUP_FRACTION` of it and a cosine decay to 0 at its end
+  over the first ``WARMUP_FRACTION`` of it and a cosine decay to 0 at its end
   (schedule-free AdamW: no schedule, the same warm-up through its own ``warmup_steps``);
-* tuning runs use the seeds :data:`TUNE_SEEDS`; the tuned :math:`\eta` minimises the median over
+* tuning runs use the seeds ``TUNE_SEEDS``; the tuned :math:`\eta` minimises the median over
   them of the held-out loss at the end of the budget. The reported runs use other seeds,
-  :data:`REPORT_SEEDS`, at the tuned :math:`\eta`, so that the reported numbers are not the ones
+  ``REPORT_SEEDS``, at the tuned :math:`\eta`, so that the reported numbers are not the ones
   the tuning selected;
 * every run is evaluated on the held-out split every twentieth of its budget; a workload's
   target is the best median final held-out loss among the optimizers, relaxed by a relative
@@ -70,9 +70,9 @@ SCHEMA = "optlib-bench-suite"
 VERSION = 1
 RESULTS = Path(__file__).resolve().parent / "results" / f"suite-v{VERSION}.json"
 
-#: Per workload: budget in steps, batch size, held-out evaluation every ``eval_every`` steps on
-#: ``eval_examples`` evenly spaced held-out examples (None: all), and whether each learning rate
-#: of a sweep is a unit of its own (the expensive language model).
+#: For each workload, the budget in steps, batch size, held-out evaluation every ``eval_every``
+#: steps on ``eval_examples`` evenly spaced held-out examples (None: all), and whether each
+#: learning rate of a sweep is a unit of its own (the expensive language model).
 WORKLOADS: dict[str, dict[str, Any]] = {
     "digits_mlp": {"steps": 1000, "batch_size": 32, "eval_every": 50, "eval_examples": None,
                    "split": False},
@@ -84,7 +84,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
             "split": False},
 }  # fmt: skip
 
-#: Per optimizer: options other than its own defaults (SGD: the momentum this benchmark
+#: For each optimizer, the options other than its own defaults (SGD: the momentum this benchmark
 #: compares) and the centre of its learning-rate grid (its default; SGD has no meaningful one,
 #: 0.1 is the usual value with momentum 0.9).
 OPTIMIZERS: dict[str, dict[str, Any]] = {

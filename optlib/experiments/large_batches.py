@@ -232,12 +232,13 @@ def follow_rule(result: dict[str, Any], target: float, power: float) -> tuple[np
 
 
 class PerCopy:
-    r"""One optimizer instance per copy of a :class:`StackedModels`, driven as one.
+    r"""One optimizer instance per copy of a
+    :class:`~optlib.experiments.stacked.StackedModels`, driven as one.
 
     ``PerCopy(stacked, cls, lrs, **options)`` builds ``cls([{"params": stacked.views(k),
-    "lr": lrs[k]}], **options)`` for every copy :math:`k`. :attr:`param_groups` lists the
+    "lr": lrs[k]}], **options)`` for every copy :math:`k`. ``param_groups`` lists the
     instances' groups (the same dicts), so :func:`~optlib.experiments.stacked.train_stacked`
-    can schedule their learning rates and drop the groups of diverged copies; :meth:`step`
+    can schedule their learning rates and drop the groups of diverged copies; ``step``
     steps every instance whose group is still listed. An optimizer that couples all its
     tensors (LAMB's global gradient clipping) so sees only its own copy's."""
 
@@ -312,9 +313,9 @@ def trust_ratios(optimizer: torch.optim.Optimizer) -> list[list[float]]:
 
 class TrustRatios:
     r"""Records :func:`trust_ratios` before every step of each optimizer in ``optimizers`` (a
-    pre-step hook; e.g. :attr:`PerCopy.optimizers`). :attr:`history` is ``[step][optimizer]
+    pre-step hook; e.g. ``PerCopy.optimizers``). ``history`` is ``[step][optimizer]
     [tensor]`` (the tensors of all param groups in order; NaN after an optimizer's last step,
-    e.g. for a copy that diverged). :meth:`remove` detaches the hooks."""
+    e.g. for a copy that diverged). ``remove`` detaches the hooks."""
 
     def __init__(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         self.per_optimizer: list[list[list[float]]] = [[] for _ in optimizers]

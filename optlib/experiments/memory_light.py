@@ -23,7 +23,7 @@ Adafactor's step of that entry is larger than Adam's.
 (embedding, per layer four attention projections with grouped key/value heads, a SwiGLU MLP of
 three matrices and two RMSNorm gains, a final norm, an untied head), so that the optimizer-state
 formulas of :mod:`optlib.bench.memory` can be evaluated at 7B and 70B parameters.
-:data:`LLAMA2_7B` and :data:`LLAMA2_70B` are the published configurations of Touvron et al.
+``LLAMA2_7B`` and ``LLAMA2_70B`` are the published configurations of Touvron et al.
 (2023).
 """
 

@@ -26,7 +26,7 @@ __all__ = ["RoutingTracker", "routing_rates"]
 class RoutingTracker:
     """Records, for every step ``t`` and copy ``k``, the routing-change rate ``rates[t-1, k]``
     between steps ``t-1`` and ``t``, and ``drift[t-1, k]``, the fraction of probe inputs routed
-    to another expert than at step 0. Call :meth:`start` before training (``train_stacked``
+    to another expert than at step 0. Call ``start`` before training (``train_stacked``
     calls the tracker itself after each step)."""
 
     def __init__(self, probe: Tensor) -> None:

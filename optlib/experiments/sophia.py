@@ -88,7 +88,7 @@ class ClippedFraction:
     ``steps[i]``, NaN once copy :math:`k`'s group has left the optimizer (it diverged).
 
     ``copies[j]`` is the number of consecutive copies that the views of param group ``j``
-    cover along their leading dimension (:meth:`StackedModels.views` with ``stop``); without
+    cover along their leading dimension (``StackedModels.views`` with ``stop``); without
     ``copies`` each group holds the views of one copy, without a leading dimension."""
 
     def __init__(self, optimizer: SophiaG | SophiaH, bs: float | None, *,

@@ -96,9 +96,9 @@ class StackedModels(nn.Module):
         into the stacked gradients: an optimizer given these trains exactly copy ``k``. With
         ``stop``, the views cover copies ``k, ..., stop - 1`` at once (keeping the leading
         dimension), which trains them as separate runs only under an element-wise optimizer
-        (:data:`ELEMENTWISE`, or a group for which the optimizer's ``elementwise_group(group)``
+        (``ELEMENTWISE``, or a group for which the optimizer's ``elementwise_group(group)``
         is true, as in :class:`optlib.experiments.race.Mixed`). Clear gradients with
-        :meth:`zero_grad_` (in place), never by
+        ``zero_grad_`` (in place), never by
         setting them to ``None``."""
         index = k if stop is None else slice(k, stop)
         out = {}
@@ -375,7 +375,7 @@ def sweep(
     has NaN losses. The model of run :math:`k` starts from ``make_model(seed_k)`` and sees the
     batches of ``seed_k``, as in a single run of :func:`optlib.experiments.train.run`. Runs
     with equal ``(lr, weight_decay)`` share one param group under an element-wise optimizer
-    (:data:`ELEMENTWISE`), which makes the optimizer's step cheaper; others get one group per
+    (``ELEMENTWISE``), which makes the optimizer's step cheaper; others get one group per
     run. The optimizer runs its multi-tensor path (``foreach=True``) unless ``options`` says
     otherwise. With ``record_updates``, ``update_rms`` holds each run's mean over the steps of
     :math:`\mathrm{RMS}(\theta_t - \theta_{t-1}) / \eta_t` (:class:`UpdateSize`; :math:`\eta_t`

@@ -150,7 +150,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict) -> None:
         """torch's ``add_param_group``, after checking the types of the group's hyperparameters
-        (:func:`check_group_types`); complex parameters are refused here, by name, where the
+        (``check_group_types``); complex parameters are refused here, by name, where the
         optimizer does not support them."""
         check_group_types(
             param_group, self.defaults, len(self.param_groups), declared_defaults(type(self))

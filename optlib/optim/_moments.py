@@ -124,7 +124,7 @@ _ONE = torch.tensor(1.0)
 
 def advance_steps(steps: list[Tensor]) -> list[int] | list[Tensor]:
     """Add one to each 0-d step counter (in place, one kernel) and return the new values as ints
-    (under torch.compile, the counters themselves: :func:`._base.step_value`).
+    (under torch.compile, the counters themselves: ``_base.step_value``).
 
     The counters stay tensors, as torch.optim stores them, so state dicts are interchangeable.
     """
@@ -169,7 +169,7 @@ def addcdiv_scalars_(
 ) -> None:
     r""":math:`\theta_i \leftarrow \theta_i + s_i\, n_i / d_i` for every tensor (one
     ``torch._foreach_addcdiv_``). Under torch.compile the per-tensor :math:`s_i` are 0-d tensors
-    (step counters stay tensors, :func:`._base.step_value`), which the op's scalar-list overload
+    (step counters stay tensors, ``_base.step_value``), which the op's scalar-list overload
     does not take: they then divide the denominators first, :math:`n_i / (d_i / s_i)`."""
     if scalars and isinstance(scalars[0], Tensor):
         torch._foreach_addcdiv_(thetas, numerators, torch._foreach_div(denominators, scalars))

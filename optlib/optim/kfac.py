@@ -77,7 +77,7 @@ in-place operation on a layer's output (``ReLU(inplace=True)``) is fine: the out
 receives the gradient of the layer's output as it was before the in-place change.
 ``copy.deepcopy``, ``pickle`` and ``torch.save`` of the optimizer (alone or with its model)
 give a working optimizer: the copy re-attaches its hooks to the copied layers, and the hooks a
-copied *model* carries are inert (they belong to no optimizer). :meth:`add_param_group` with
+copied *model* carries are inert (they belong to no optimizer). ``add_param_group`` with
 the parameters of a layer added to the model after construction preconditions that layer too
 (plain SGD until its first statistics step); a parameter that is no Linear/Conv2d weight of the
 model takes plain SGD-momentum steps, as at construction. Complex layers are refused.

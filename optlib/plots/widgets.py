@@ -161,7 +161,7 @@ def simulate_grid(
     For each β, one optimizer from :data:`OPTIMIZERS` holds one parameter group per learning
     rate, and each group one ``(len(landscapes), 2)`` tensor whose row ``k`` is a point of
     landscape ``k``. The explorer's optimizers update element by element, so every row follows
-    exactly the path that :func:`simulate` computes alone (a test checks it); one call per step
+    exactly the path that ``simulate`` computes alone (a test checks it); one call per step
     and landscape evaluates all gradients. A run counts as diverged by the rule of
     :func:`optlib.experiments.train.run` and is cut there.
     """
@@ -259,7 +259,7 @@ class StaticExplorer:
 
     Every offered optimizer runs on every offered landscape at every learning rate of
     :func:`lr_grid` (and of the chapter's settings) and, for optimizers with momentum, every β of
-    :data:`BETAS` (and the chapter's), for ``steps`` steps. ``html`` holds the controls, the runs
+    ``BETAS`` (and the chapter's), for ``steps`` steps. ``html`` holds the controls, the runs
     (16-bit, gzip, base64) and the script that redraws them; it needs no network.
     """
 

@@ -11,14 +11,14 @@ and :func:`bits_per_char` converts it (divide by :math:`\ln 2`).
 
 **What varies between Python versions.** The candidate files are a fixed list of modules that
 exist as single ``.py`` files in the standard library from Python 3.8 to 3.14
-(:data:`CANDIDATES`); the seed permutes that whole list, and the selection takes the first
+(``CANDIDATES``); the seed permutes that whole list, and the selection takes the first
 ``n_files`` of the permutation that are present, so the same seed names the same files on every
 release that has them (a module missing on some release is replaced by the next candidate in
 the permutation). The *text* of those files does change between releases (bug fixes,
 docstrings, new features): a patch release typically changes a few lines of a few files, a minor
 release more. Losses measured on two releases are therefore close but not bit-identical; every
 claim a chapter asserts on this corpus must be a statistic with a margin, never an exact value.
-:attr:`CharCorpus.files` and :attr:`CharCorpus.python` record what was read.
+``CharCorpus.files`` and ``CharCorpus.python`` record what was read.
 
 The model is a tiny pre-norm causal transformer (:class:`CharTransformer`, written with plain
 matrix products so that :func:`torch.func.vmap` can batch many copies of it) or a GRU
@@ -78,7 +78,7 @@ _INDEX = {c: i for i, c in enumerate(ALPHABET)}
 
 
 def encode(text: str) -> Tensor:
-    """The ids of ``text``'s characters (``0`` for a character outside :data:`ALPHABET`)."""
+    """The ids of ``text``'s characters (``0`` for a character outside ``ALPHABET``)."""
     return torch.tensor([_INDEX.get(c, 0) for c in text], dtype=torch.long)
 
 

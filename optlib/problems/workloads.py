@@ -47,6 +47,7 @@ class Workload:
     name: str
     data: Dataset
     make_model: Callable[[int], nn.Module]
+    #: the loss of a batch, ``loss_fn(logits, targets)`` (cross-entropy unless set)
     loss_fn: LossFn = nn.functional.cross_entropy
     options: dict | None = None
 
@@ -137,7 +138,7 @@ WORKLOADS: dict[str, tuple[Callable[..., tuple[Dataset, Callable]], LossFn]] = {
 
 
 def workload(name: str, **options: Any) -> Workload:
-    """The workload ``name`` (one of :data:`WORKLOADS`), built with ``options`` (``data_seed``
+    """The workload ``name`` (one of ``WORKLOADS``), built with ``options`` (``data_seed``
     and the keyword arguments of its builder, e.g. ``n_hidden`` or ``arch``)."""
     if name not in WORKLOADS:
         raise ValueError(f"Invalid workload: {name!r}; allowed are {sorted(WORKLOADS)}")

@@ -1,6 +1,6 @@
 r"""Exercise checks: test a learner's code differentially against optlib and ``torch.optim``.
 
-Every check lives in the module of its chapter's topic and registers itself in :data:`CHECKS`
+Every check lives in the module of its chapter's topic and registers itself in ``CHECKS``
 (see :mod:`~optlib.course.checks._core` for the four parts of a check and the shared helpers):
 
 * :mod:`~optlib.course.checks.gradient_descent` (chapter 1),

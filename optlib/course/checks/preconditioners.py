@@ -387,7 +387,7 @@ def richardson_plan(
     ``max_kappa`` and tolerances from 1e-2 down to ``min_tol`` (but not below
     :math:`10^{-11}\kappa^2`, where rounding in the computed residual starts to move the count),
     and ``large`` matrices with condition numbers up to ``large_kappa``, whose runs would take
-    millions of iterations (there the count is the exact geometric law, :data:`RUN_LIMIT`)."""
+    millions of iterations (there the count is the exact geometric law, ``RUN_LIMIT``)."""
     run_check(
         "richardson_plan",
         answer,

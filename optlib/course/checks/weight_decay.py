@@ -646,5 +646,5 @@ def no_decay_groups(
     parameter appears once: weight matrices (and conv kernels) with ``weight_decay``; biases,
     normalisation layers and embeddings with ``0.0``; against
     :func:`optlib.optim.param_groups.decay_mask` on seeded models whose module names do not
-    say what each layer is. ``head_first``: see :func:`_group_cases`."""
+    say what each layer is. ``head_first``: see ``_group_cases``."""
     run_check("no_decay_groups", answer, seed=seed, n_cases=n_cases, head_first=head_first)
