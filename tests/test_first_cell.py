@@ -22,34 +22,7 @@ from optlib.course import notebook as nbs
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = nbs.course_notebooks(ROOT)
-NOT_YET_CONVERTED = {
-    "chapters/01_gradient_descent.ipynb",
-    "chapters/02_stochastic_gradient_descent.ipynb",
-    "chapters/03_momentum_and_nesterov.ipynb",
-    "chapters/04_adagrad_and_rmsprop.ipynb",
-    "chapters/05_adam_and_bias_correction.ipynb",
-    "chapters/06_adamw_versus_l2.ipynb",
-    "chapters/07_optimizers_as_preconditioners.ipynb",
-    "chapters/08_sign_and_memory_light.ipynb",
-    "chapters/09_sophia.ipynb",
-    "chapters/10_matrix_preconditioners.ipynb",
-    "chapters/11_large_batches.ipynb",
-    "chapters/12_choosing_an_optimizer.ipynb",
-    "chapters/appendix_fast_step.ipynb",
-    "exercises/01_gradient_descent.ipynb",
-    "exercises/02_stochastic_gradient_descent.ipynb",
-    "exercises/03_momentum_and_nesterov.ipynb",
-    "exercises/04_adagrad_and_rmsprop.ipynb",
-    "exercises/05_adam_and_bias_correction.ipynb",
-    "exercises/06_adamw_versus_l2.ipynb",
-    "exercises/07_optimizers_as_preconditioners.ipynb",
-    "exercises/08_sign_and_memory_light.ipynb",
-    "exercises/09_sophia.ipynb",
-    "exercises/10_matrix_preconditioners.ipynb",
-    "exercises/11_large_batches.ipynb",
-    "exercises/12_choosing_an_optimizer.ipynb",
-    "exercises/grill_quiz.ipynb",
-}
+NOT_YET_CONVERTED: set[str] = set()
 
 
 def _first_cell(path: Path) -> str:
