@@ -84,7 +84,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
             "split": False},
 }  # fmt: skip
 
-#: For each optimizer, the options other than its own defaults (SGD: the momentum this benchmark
+#: For each optimizer, the options other than its own defaults (for SGD, the momentum this benchmark
 #: compares) and the centre of its learning-rate grid (its default; SGD has no meaningful one,
 #: 0.1 is the usual value with momentum 0.9).
 OPTIMIZERS: dict[str, dict[str, Any]] = {
