@@ -226,7 +226,7 @@ def test_cases_are_json_and_seeded(name):
     check = checks.CHECKS[name]
     a, b, c = check.cases(seed=3), check.cases(seed=3), check.cases(seed=4)
     assert a == b and a != c
-    assert json.loads(json.dumps(a)) == a
+    assert json.loads(json.dumps(a, allow_nan=False)) == a  # strict JSON: no NaN or inf
 
 
 ANSWERS = {
@@ -276,7 +276,11 @@ def test_compare_turns_any_sandbox_data_into_pass_or_assertion(name, got):
 
 
 @pytest.mark.parametrize("name", sorted(checks.CHECKS))
-@pytest.mark.parametrize("bad", [{"problem": None}, {}, {"problem": ""}, None, [], "x"])
+@pytest.mark.parametrize(
+    "bad",
+    [{"problem": None}, {}, {"problem": ""}, {"problem": "bad"}, None, [], "x",
+     {"error": "ZeroDivisionError: boom"}],  # fmt: skip
+)
 def test_malformed_probe_results_fail_as_assertions(name, bad):
     """A probe result without a value (as tampered sandbox data might be) is a failed test,
     reported as an AssertionError, never a crash of the check."""

@@ -127,8 +127,8 @@ WRONG_ADAM = [  # (wrong class, options of the public test it must fail, words o
     (AdamEpsBeforeCorrection, {"extras": True}, "after step 1"),
     (AdamEpsInsideRoot, {"extras": True}, "after step 1"),
     (AdamConstructorHyperparameters, {"groups": True}, "one param group per parameter"),
-    (AdamGlobalStepCount, {"frozen": True}, "has no gradient (.grad is None) at steps"),
-    (AdamMissingGradientAsZero, {"frozen": True}, "has no gradient (.grad is None) at steps"),
+    (AdamGlobalStepCount, {"frozen": True}, "gets no gradient (.grad is None) at steps"),
+    (AdamMissingGradientAsZero, {"frozen": True}, "gets no gradient (.grad is None) at steps"),
 ]
 PUBLIC_ADAM = {"extras": True, "groups": True, "frozen": True}  # exercise 5, q1
 

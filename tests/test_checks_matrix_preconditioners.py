@@ -350,14 +350,6 @@ def test_the_trusted_map_agrees_with_the_matrix_iteration(seed):
 # ------------------------------------------------------------------ the split the grader uses
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_cases_are_json_and_seeded(name):
-    check = checks.CHECKS[name]
-    a, b, c = check.cases(seed=3), check.cases(seed=3), check.cases(seed=4)
-    assert a == b and a != c
-    assert json.loads(json.dumps(a)) == a
-
-
 ANSWERS = {
     "shampoo_direction": shampoo,
     "inverse_root": inverse_root,
@@ -372,15 +364,6 @@ def test_probe_data_survives_json_and_compares_equal(name):
     for i, case in enumerate(check.cases(seed=5, n_cases=3)):
         got = json.loads(json.dumps(check.probe(ANSWERS[name], case)))
         check.compare(case, got, check.expect(case), f"case {i + 1}")
-
-
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("got", [{"error": "ZeroDivisionError: boom"}, {"problem": "bad"}, {}])
-def test_sandbox_errors_become_assertions(name, got):
-    check = checks.CHECKS[name]
-    case = check.cases(n_cases=1)[0]
-    with pytest.raises(AssertionError):
-        check.compare(case, got, check.expect(case), "case 1")
 
 
 def test_checks_are_registered_and_declare_what_they_forbid():

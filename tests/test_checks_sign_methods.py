@@ -333,14 +333,6 @@ def test_state_counts_of_large_shapes_use_the_rules_that_measurement_confirms():
 # ------------------------------------------------------------------ the split the grader uses
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_cases_are_json_and_seeded(name):
-    check = checks.CHECKS[name]
-    a, b, c = check.cases(seed=3), check.cases(seed=3), check.cases(seed=4)
-    assert a == b and a != c
-    assert json.loads(json.dumps(a)) == a
-
-
 ANSWERS = {
     "lion_class": Lion,
     "factored_second_moment": factored,
@@ -355,15 +347,6 @@ def test_probe_data_survives_json_and_compares_equal(name):
     for i, case in enumerate(check.cases(seed=5, n_cases=2)):
         got = json.loads(json.dumps(check.probe(ANSWERS[name], case)))
         check.compare(case, got, check.expect(case), f"case {i + 1}")
-
-
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("got", [{"error": "ZeroDivisionError: boom"}, {"problem": "bad"}, {}])
-def test_sandbox_errors_become_assertions(name, got):
-    check = checks.CHECKS[name]
-    case = check.cases(n_cases=1)[0]
-    with pytest.raises(AssertionError):
-        check.compare(case, got, check.expect(case), "case 1")
 
 
 def test_checks_are_registered_and_declare_what_they_forbid():

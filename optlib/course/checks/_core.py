@@ -555,22 +555,31 @@ def _grouped_compare(name: str, reference: str, hint: Callable[[list[float]], st
     inner = _class_compare(name, reference, hint)
 
     def compare(case: Case, got: Any, expected: dict, where: str) -> None:
-        notes = []
-        if case.get("groups"):
-            overrides = "; ".join(
-                f"group {j}: " + (", ".join(f"{k}={v!r}" for k, v in o.items()) or "defaults")
-                for j, o in enumerate(case["groups"])
-            )
-            notes.append(f"one param group per parameter ({overrides})")
-        frozen = case.get("frozen")
-        if frozen is not None:
-            notes.append(
-                f"parameter {frozen['param']} gets no gradient (.grad is None) from step "
-                f"{frozen['from_step'] + 1} on"
-            )
-        inner(case, got, expected, where + (f", {'; '.join(notes)}" if notes else ""))
+        inner(case, got, expected, where + _grouped_notes(case))
 
     return compare
+
+
+def _grouped_notes(case: Case) -> str:
+    """``", one param group per parameter (...); parameter i gets no gradient ..."`` for a case
+    with param groups and/or a parameter without gradient (``frozen``, from a step on or for a
+    range of steps when it has a ``to_step``); ``""`` for a plain case."""
+    notes = []
+    if case.get("groups"):
+        overrides = "; ".join(
+            f"group {j}: " + (", ".join(f"{k}={v!r}" for k, v in o.items()) or "defaults")
+            for j, o in enumerate(case["groups"])
+        )
+        notes.append(f"one param group per parameter ({overrides})")
+    frozen = case.get("frozen")
+    if frozen is not None:
+        when = (
+            f"at steps {frozen['from_step'] + 1} to {frozen['to_step']}"
+            if "to_step" in frozen
+            else f"from step {frozen['from_step'] + 1} on"
+        )
+        notes.append(f"parameter {frozen['param']} gets no gradient (.grad is None) {when}")
+    return f", {'; '.join(notes)}" if notes else ""
 
 
 def _no_hint(gaps: list[float]) -> str:

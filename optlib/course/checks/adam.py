@@ -36,6 +36,7 @@ from ._core import (
     _class_compare,
     _class_loss,
     _generator,
+    _grouped_notes,
     _log_uniform,
     _number,
     _register,
@@ -177,20 +178,7 @@ _adam_inner_compare = _class_compare("adam_class", "torch.optim.Adam", _adam_hin
 def _adam_compare(case: Case, got: Any, expected: dict, where: str) -> None:
     """:func:`~optlib.course.checks._core._class_compare`, saying which case had param groups
     and a parameter without gradient."""
-    notes = []
-    if case.get("groups"):
-        overrides = "; ".join(
-            f"group {j}: " + (", ".join(f"{k}={v!r}" for k, v in o.items()) or "the defaults")
-            for j, o in enumerate(case["groups"])
-        )
-        notes.append(f"one param group per parameter ({overrides})")
-    frozen = case.get("frozen")
-    if frozen is not None:
-        notes.append(
-            f"parameter {frozen['param']} has no gradient (.grad is None) at steps "
-            f"{frozen['from_step'] + 1} to {frozen['to_step']}"
-        )
-    _adam_inner_compare(case, got, expected, where + (f", {'; '.join(notes)}" if notes else ""))
+    _adam_inner_compare(case, got, expected, where + _grouped_notes(case))
 
 
 def _adam_success(
