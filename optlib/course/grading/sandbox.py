@@ -433,17 +433,19 @@ class Isolation:
                 args += ["--ro-bind", link, link]
         if os.path.exists("/etc/ld.so.cache"):
             args += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-        for i, src in enumerate(self.sources):
-            origin = os.path.join(self._stage, str(i)) if self._stage else src
-            args += ["--ro-bind", origin, src]
-        args += ["--tmpfs", os.path.join(self.package, "course")]
-        args += ["--ro-bind-data", str(serve_fd), "/run/grader/serve.py"]
         args += ["--proc", "/proc", "--dev", "/dev"]
         size = str(self.limits.disk_mb * 2**20)
         for where in ("/tmp", "/var/tmp", "/dev/shm"):
             if "--size" in self.features:
                 args += ["--size", size]
             args += ["--tmpfs", where]
+        # after the private tmpfs: bwrap mounts in order, so a Python or virtual environment that
+        # lives under /tmp (a CI checkout, say) stays visible instead of being covered by them
+        for i, src in enumerate(self.sources):
+            origin = os.path.join(self._stage, str(i)) if self._stage else src
+            args += ["--ro-bind", origin, src]
+        args += ["--tmpfs", os.path.join(self.package, "course")]
+        args += ["--ro-bind-data", str(serve_fd), "/run/grader/serve.py"]
         if info_fd is not None and "--info-fd" in self.features:
             args += ["--info-fd", str(info_fd)]
         args += ["--chdir", "/tmp", "--clearenv"]
