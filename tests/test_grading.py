@@ -348,7 +348,7 @@ for where in ("/dev/shm", "/tmp", "/var/tmp"):
         exec(open(path).read())
 """
 
-# Four children that each hold 250 MB at the same time (each within the per-process limit, all
+# Four children that each hold 300 MB at the same time (each within the per-process limit, all
 # together over the 1 GiB limit of the whole job); the answer is defined only if they managed.
 FORK_MEMORY = """import os, time
 
@@ -357,7 +357,7 @@ for _ in range(4):
     r, w = os.pipe()
     if os.fork() == 0:
         os.close(r)
-        block = bytearray(250 << 20)
+        block = bytearray(300 << 20)
         for i in range(0, len(block), 4096):
             block[i] = 1
         os.write(w, b"ok")
@@ -597,8 +597,8 @@ def test_one_job_cannot_damage_the_others(graded):
 
 def test_limits_hold_for_the_whole_job(graded):
     """150 000 files in /tmp (2000 allowed, q1), 1 GiB into a 32 MiB /tmp (q2), four children
-    holding 250 MB each under 1 GiB for the job (q3): each answer is defined only if the attack
-    succeeded."""
+    holding 300 MB each (1.2 GB together) under 1 GiB for the job (q3): each answer is defined
+    only if the attack succeeded."""
     row = graded["rows"]["v_limits"]
     assert scores(row) == (0, 0, 0, 0), row["notes"]
     assert "files" in row["notes"].split(" | q2: ")[0]

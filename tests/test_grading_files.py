@@ -111,6 +111,22 @@ def test_cells_are_laid_out_as_jupyter_runs_them(tmp_path):
     assert any("def f" in body for body in sub.sources_until(1))  # the %%time body is read
 
 
+def test_the_course_set_up_lines_are_not_run_and_line_numbers_are_kept(tmp_path):
+    """Every course notebook opens with the set-up header (optlib.course.notebook.header): the
+    sandbox hides the course package, so the grader leaves those lines out (as comments) and runs
+    the cell's own lines after them."""
+    from optlib.course.notebook import header
+
+    first = header('%pip install -e "..[notebooks]"') + "\nimport math\nx = math.pi"
+    path = tmp_path / "s.ipynb"
+    path.write_text(json.dumps(_nb(first, "y = x")))
+    cell = read_submission(path).cells[0]
+    assert "optlib.course" not in cell.source and "INSTALL" not in cell.source
+    lines = cell.source.splitlines()
+    assert len(lines) == len(first.splitlines()) and lines[-1] == "x = math.pi"
+    assert review_flags([cell.source]) == []  # no longer "imports optlib.course"
+
+
 def test_static_reading_of_a_delegating_definition():
     forbidden = ["torch.optim.SGD", "torch.optim.sgd", "optlib.SGD", "optlib.optim.sgd"]
     cases = {

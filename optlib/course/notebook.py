@@ -37,6 +37,7 @@ from pathlib import Path
 
 __all__ = [
     "HEADER_FIRST_LINE",
+    "HEADER_END",
     "DISTRIBUTION",
     "header",
     "install_command",
@@ -50,7 +51,7 @@ __all__ = [
 DISTRIBUTION = "optlib-course"
 HEADER_FIRST_LINE = "# Course set-up: the same first lines in every notebook (see the preface)."
 _INSTALL = re.compile(r"^INSTALL = .*$", re.M)
-_HEADER_END = "course.setup(INSTALL)"
+HEADER_END = "course.setup(INSTALL)"
 
 #: import name -> why the notebooks need it (beyond torch, numpy, matplotlib and PyYAML)
 NEEDED = {
@@ -113,12 +114,12 @@ except ModuleNotFoundError as missing:
         raise
     get_ipython().run_line_magic("pip", INSTALL.removeprefix("%pip "))  # noqa: F821
     import optlib.course.notebook as course
-{_HEADER_END}
+{HEADER_END}
 '''
 
 
 def has_header(source: str) -> bool:
-    return source.startswith(HEADER_FIRST_LINE) and _HEADER_END in source
+    return source.startswith(HEADER_FIRST_LINE) and HEADER_END in source
 
 
 def set_install_command(source: str, command: str) -> str:

@@ -8,8 +8,10 @@ is not a regular file is not opened (see :func:`read_notebook`). Its code cells 
 * IPython syntax is turned into Python by IPython's own input transformer, so ``%%time`` and
   ``%time`` run their code, and ``!cmd``, ``%pip`` and other magics become calls that the
   learner's side skips with a note (see :mod:`optlib.course.grading.serve`);
-* statements that only drive otter (``import otter``, ``grader = otter.Notebook(...)``) and the
-  release's self-check set-up cell are blanked; ``grader.check("q1")`` is kept (it does nothing
+* the course's set-up lines that open every notebook (:func:`optlib.course.notebook.header`: the
+  grader's sandbox is the set-up, and it hides the course package), statements that only drive
+  otter (``import otter``, ``grader = otter.Notebook(...)``) and the release's self-check set-up
+  cell are blanked, line numbers kept; ``grader.check("q1")`` is kept (it does nothing
   in the sandbox) and marks the *check point* of question q1: the question is graded right after
   that cell has run, with every cell before it run as well, as in Jupyter. A question whose check
   cell is missing is graded after the last cell.
@@ -24,6 +26,8 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..notebook import HEADER_END, HEADER_FIRST_LINE
 
 __all__ = ["Cell", "Submission", "read_notebook", "read_submission", "to_python"]
 
@@ -169,10 +173,23 @@ def _magic_body(stmt: ast.stmt) -> str | None:
     return None
 
 
+def _without_course_setup(raw: str) -> str:
+    """``raw`` with the course's set-up header (its first line to ``course.setup(INSTALL)``)
+    turned into comment lines, so that the lines after it keep their numbers."""
+    if not raw.startswith(HEADER_FIRST_LINE):
+        return raw
+    lines = raw.split("\n")
+    for i, line in enumerate(lines):
+        if line.strip() == HEADER_END:
+            return "#\n" * (i + 1) + "\n".join(lines[i + 1 :])
+    return raw
+
+
 def _prepare_cell(index: int, raw: str) -> Cell | None:
     """The cell as the sandbox runs it (None: a cell that only drives otter)."""
     if raw.lstrip().startswith(SELF_CHECK_MARK):
         return None
+    raw = _without_course_setup(raw)
     source = to_python(raw)
     cell = Cell(index, source)
     pending = [source]
