@@ -385,3 +385,12 @@ def test_an_error_in_the_sandbox_is_reported():
     case = check.cases(seed=0, n_cases=1)[0]
     with pytest.raises(AssertionError, match="raised ZeroDivisionError"):
         check.compare(case, {"error": "ZeroDivisionError: x"}, check.expect(case), "case 1")
+
+
+def test_variance_cases_never_ask_for_more_examples_than_the_data_set_has():
+    """Every seed: both batch sizes within 1..N (the grader draws a fresh seed per run; before
+    the fix, 4 of these 400 seeds drew a new batch larger than N without replacement, e.g. seed
+    28: N = 55, B' = 59)."""
+    for seed in range(400):
+        for case in checks.CHECKS["predict_minibatch_variance"].cases(seed=seed, n_cases=6):
+            assert 1 <= case["b"] < case["n"] and 1 <= case["b_new"] <= case["n"], (seed, case)

@@ -288,7 +288,9 @@ def _variance_cases(
         replace = i % 3 == 2
         b = int(round(math.exp(_uniform(g, 0.0, math.log(n / 4)))))
         # the new batch size: sometimes small, sometimes a large share of the data set
+        # (at most N: a small data set can be smaller than the "small" batch)
         b_new = int(round(_uniform(g, 0.3, 0.9) * n)) if i % 2 else max(1, int(_uniform(g, 1, 64)))
+        b_new = min(b_new, n)
         if edge:
             replace = i % 2 == 1
             b, b_new = [(1, n), (n // 3, 1), (1, n), (n - 1, 2)][i % 4]
