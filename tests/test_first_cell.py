@@ -44,6 +44,15 @@ def test_first_cell_is_the_standard_set_up(path):
         )
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_first_cell_is_folded_on_the_book_pages(path):
+    """The set-up is for people who run the notebook; a reader of the site sees it folded."""
+    cell = nbs.first_code_cell(json.loads(path.read_text()))
+    assert cell is not None and nbs.HIDE_TAG in cell.get("metadata", {}).get("tags", []), (
+        f"run `python -m optlib.course.notebook rewrite {path.relative_to(ROOT).as_posix()}`"
+    )
+
+
 def _run(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args, "-c", code], capture_output=True, text=True,
                           cwd=cwd, timeout=120)  # fmt: skip

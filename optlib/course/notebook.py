@@ -52,6 +52,8 @@ DISTRIBUTION = "optlib-course"
 HEADER_FIRST_LINE = "# Course set-up: the same first lines in every notebook (see the preface)."
 _INSTALL = re.compile(r"^INSTALL = .*$", re.M)
 HEADER_END = "course.setup(INSTALL)"
+#: the first cell's tag: folded on the book's pages, as it is set-up, not content
+HIDE_TAG = "hide-input"
 
 #: import name -> why the notebooks need it (beyond torch, numpy, matplotlib and PyYAML)
 NEEDED = {
@@ -178,7 +180,8 @@ def first_code_cell(nb: dict) -> dict | None:
 
 def rewrite(path: Path, command: str) -> bool:
     """Put the standard header in ``path``'s first code cell; True if the file changed. The cell
-    also imports ``glue`` from :mod:`optlib.course.book` (a no-op without myst-nb), not myst_nb."""
+    also imports ``glue`` from :mod:`optlib.course.book` (a no-op without myst-nb), not myst_nb,
+    and is tagged ``hide-input``: the book shows it folded (readers of the site install nothing)."""
     text = path.read_text()
     nb = json.loads(text)
     cell = first_code_cell(nb)
@@ -188,8 +191,11 @@ def rewrite(path: Path, command: str) -> bool:
     new = set_install_command(src, command).replace(
         "from myst_nb import glue\n", "from optlib.course.book import glue\n"
     )
-    if new == src:
+    tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+    if new == src and HIDE_TAG in tags:
         return False
+    if HIDE_TAG not in tags:
+        tags.append(HIDE_TAG)
     lines = new.splitlines(keepends=True)
     cell["source"] = lines
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
