@@ -133,8 +133,8 @@ def _give_up(device: torch.device, reason: str) -> None:
 
 
 def _ready(update: FusedUpdate, flags: tuple, n_state: int, p: Tensor) -> bool:
-    """Compile the kernel for ``p``'s dtype and device on two-element dummies, before the real
-    call touches anything, so that a failure can still fall back cleanly."""
+    """Compile the kernel for ``p``'s dtype and device on dummies, before the real call touches
+    anything, so that a failure can still fall back cleanly."""
     key = (update.name, flags, p.dtype, p.device, torch.get_num_threads())
     if key in _ready_keys:
         return True
@@ -145,7 +145,10 @@ def _ready(update: FusedUpdate, flags: tuple, n_state: int, p: Tensor) -> bool:
         return False
     from torch._dynamo.exc import TorchDynamoException
 
-    dummies = [torch.zeros(2, dtype=p.dtype, device=p.device) for _ in range(2 + n_state)]
+    # Inductor takes its size hints from these first inputs: with two elements it generated a
+    # kernel that never ran in parallel (2 threads were no faster than 1); 65536 elements (256
+    # KiB each in float32) give the hint of a real buffer.
+    dummies = [torch.zeros(1 << 16, dtype=p.dtype, device=p.device) for _ in range(2 + n_state)]
     scalars = torch.zeros(update.n_scalars, dtype=torch.float64, device=p.device)
     try:
         compiled_kernel(update, flags)(scalars, *dummies)
