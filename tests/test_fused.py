@@ -384,3 +384,63 @@ def test_muon_with_aux_adamw_runs_its_adamw_groups_fused():
             opt.step()
         runs.append([p.detach().clone() for p in m.parameters()])
     assert_close_lists(runs[1], runs[0], rtol=1e-12, atol=1e-14)
+
+
+# --- the direct entry to the compiled graph ------------------------------------------------------
+
+
+def _direct_key(opt, update):
+    group = opt.param_groups[0]
+    p = group["params"][0]
+    return (update.name, update.flags(group), p.dtype, p.device, torch.get_num_threads())
+
+
+def test_the_step_calls_the_compiled_graph_directly(monkeypatch):
+    """After the first step the kernel runs without torch.compile's front end: the direct entry
+    exists for this kernel, and later steps never call the torch.compile'd function (here made
+    to fail) yet agree with the single-tensor path."""
+    from optlib.optim._fused_updates import ADAM_UPDATE
+
+    p0 = make_params(E.SHAPES, dtype=torch.float32, seed=11)
+    params = clone_params(p0)
+    opt = optlib.AdamW(params, lr=0.01, fused=True)
+    E.take_steps(opt, params, 1)
+    direct = _fused._direct.get(_direct_key(opt, ADAM_UPDATE))
+    assert direct is not None, "torch.compile's first call could not be mapped (another torch?)"
+    assert sorted(j for j in direct.layout if j >= 0) == list(range(2 + 2 + 1))
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("the step went through torch.compile's front end")
+
+    for key in list(_fused._kernels):
+        monkeypatch.setitem(_fused._kernels, key, not_called)
+    E.take_steps(opt, params, 3)
+    expected = clone_params(p0)
+    E.take_steps(optlib.AdamW(expected, lr=0.01), expected, 4)
+    assert_close_lists(params, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_first_call_layouts_that_cannot_be_mapped_give_no_direct_entry():
+    s, a, b = torch.zeros(3), torch.zeros(8), torch.zeros(8)
+    graph = object()
+    ok = _fused._Direct.from_first_call(graph, (b, 8, s, a), [s, a, b], 8)
+    assert ok is not None and ok.layout == (2, -1, 0, 1)
+    assert _fused._Direct.from_first_call(graph, (b, 8, s), [s, a, b], 8) is None  # a missing
+    assert _fused._Direct.from_first_call(graph, (b, 7, s, a), [s, a, b], 8) is None  # not n
+    assert _fused._Direct.from_first_call(graph, (b, a.clone(), s, a), [s, a, b], 8) is None
+    assert _fused._Direct.from_first_call(graph, (b, 8.0, s, a), [s, a, b], 8) is None
+
+
+def test_without_a_direct_entry_the_step_calls_the_compiled_function(monkeypatch):
+    """Where the first call cannot be mapped the fused path runs through torch.compile as
+    usual: the same results."""
+    for name in ("_kernels", "_direct"):
+        monkeypatch.setattr(_fused, name, {})
+    monkeypatch.setattr(_fused, "_ready_keys", set())
+    monkeypatch.setattr(_fused._Direct, "from_first_call", classmethod(lambda *a: None))
+    p0 = make_params(E.SHAPES, seed=12)
+    kw = dict(lr=0.02, momentum=0.9)
+    got = run(lambda ps: optlib.SGD(ps, fused=True, **kw), clone_params(p0), 6)
+    expected = run(lambda ps: optlib.SGD(ps, foreach=False, **kw), clone_params(p0), 6)
+    assert _fused._direct == {}
+    assert_close_lists(got, expected, rtol=1e-12, atol=1e-14)
