@@ -281,6 +281,7 @@ class _Bucket:
     param_ptrs: list[int]
     grad_ptrs: list[int]
     has_state: list[bool]
+    last_scalars: tuple = ((), None)  # the last scalars passed, and their tensor
 
     @property
     def everyone(self) -> list[int]:
@@ -497,12 +498,23 @@ def _step_bucket(optimizer, group, update, flags, bucket: _Bucket, present, fore
         a, b = bucket.offsets[i], bucket.ends[j - 1]
         if b == a:
             continue
-        s = torch.tensor(update.scalars(group, key), dtype=dtype, device=device)
+        s = _scalars(bucket, update.scalars(group, key), dtype)
         args = buffers if b - a == flat.numel() else [t[a:b] for t in buffers]
         if b - a < 2:  # dynamic shapes specialise sizes 0 and 1: run those uncompiled
             update.kernel(s, *args, **update.flag_values(flags))
         else:
             compiled(s, *args)
+
+
+def _scalars(bucket: _Bucket, values: list[float], dtype: torch.dtype) -> Tensor:
+    """The tensor of a segment's scalars; the last one is reused while they do not change
+    (SGD, Adagrad without ``lr_decay``, Lion, RMSprop with constant hyperparameters): one
+    allocation, or on a GPU one host-to-device copy, fewer per step."""
+    last, s = bucket.last_scalars
+    if s is None or last != values or s.dtype != dtype:
+        s = torch.tensor(values, dtype=dtype, device=bucket.param_flat.device)
+        bucket.last_scalars = (values, s)
+    return s
 
 
 # --- what an optimizer tells the fused path ----------------------------------------------------
