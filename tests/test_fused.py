@@ -444,3 +444,19 @@ def test_without_a_direct_entry_the_step_calls_the_compiled_function(monkeypatch
     expected = run(lambda ps: optlib.SGD(ps, foreach=False, **kw), clone_params(p0), 6)
     assert _fused._direct == {}
     assert_close_lists(got, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_sgd_follows_a_learning_rate_that_changes_now_and_then():
+    """SGD's scalars do not depend on the step, so their tensor is reused while they stay the
+    same; a scheduler that changes the learning rate every third step must still be followed."""
+    p0 = make_params(E.SHAPES, seed=13)
+
+    def schedule(opt):
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+
+    kw = dict(lr=0.05, momentum=0.9)
+    got = run(lambda ps: optlib.SGD(ps, fused=True, **kw), clone_params(p0), 10,
+              scheduler_factory=schedule)  # fmt: skip
+    expected = run(lambda ps: optlib.SGD(ps, foreach=False, **kw), clone_params(p0), 10,
+                   scheduler_factory=schedule)  # fmt: skip
+    assert_close_lists(got, expected, rtol=1e-12, atol=1e-14)
