@@ -16,7 +16,7 @@ PICKED = ["SGD", "AdamW", "RMSprop", "Lion"]  # torch fused / torch foreach only
 def test_tiny_run_reports_every_path_against_the_floor(tmp_path, capsys):
     path = tmp_path / "steps.json"
     argv = ["steps", "--sizes", "3k", "--threads", "1", "--rounds", "2", "--warmup", "1"]
-    argv += ["--tensors", "7", "--optimizers", *PICKED, "--json", str(path)]
+    argv += ["--tensors", "7", "--optimizers", *PICKED, "--json", str(path), "--repeats", "2"]
     threads = torch.get_num_threads()
     assert bench_main(argv) == 0
     assert torch.get_num_threads() == threads
@@ -26,6 +26,7 @@ def test_tiny_run_reports_every_path_against_the_floor(tmp_path, capsys):
     assert f"{len(PICKED)}/{len(PICKED)}" in err  # the progress bar, on stderr
     saved = json.loads(path.read_text())
     assert saved["machine"]["torch"] == torch.__version__
+    assert saved["repeats"] == 2 and "in 2 builds" in out
     by_name = {r["optimizer"]: r for r in saved["rows"]}
     assert set(by_name["SGD"]["times_ms"]) == set(steps.PATHS)
     assert set(by_name["RMSprop"]["times_ms"]) == {
@@ -103,6 +104,15 @@ def test_every_path_starts_from_the_same_parameters():
     assert all(torch.equal(p, q) and torch.equal(p.grad, q.grad) for p, q in zip(a, b))
     assert all(p.dtype == torch.float32 for p in a)
     assert sum(p.numel() for p in a) == 1000
+
+
+def test_each_build_creates_the_paths_in_another_order():
+    orders = steps.build_orders(list(steps.PATHS), 4)
+    assert [o[0] for o in orders] == list(steps.PATHS)  # every path built first once
+    assert all(sorted(o) == sorted(steps.PATHS) for o in orders)
+    for position in range(4):
+        assert sorted(o[position] for o in orders) == sorted(steps.PATHS)
+    assert steps.build_orders(["a", "b"], 3) == [["a", "b"], ["b", "a"], ["a", "b"]]
 
 
 def test_interleaving_alternates_the_order():

@@ -22,7 +22,12 @@ with fixed random gradients) and each thread count (``--threads``, default 1 and
 
 and the three streaming kernels are timed *interleaved*: after ``--warmup`` untimed calls of
 each (the fused path compiles in its first), ``--rounds`` rounds call each once, the order
-reversed every other round, so drift of a shared machine hits all alike. The table reports
+reversed every other round, so drift of a shared machine hits all alike. The optimizers are
+built afresh ``--repeats`` times (default 4), each time in an order rotated by one, and the rounds
+are split among the builds: on this project's machine a step's time depended on when its
+buffers were allocated (at 10M parameters each optimizer built later stepped faster, the fourth
+about 10 % faster than the first, whichever library it came from), so one fixed order would
+favour the path built last. The table reports
 medians, each path's share of the floor, and the ratio of optlib fused to torch fused (to
 torch foreach where torch has no fused kernel; to optlib foreach for Lion), PASS when it is at
 most ``--target`` (1.0).
@@ -52,6 +57,7 @@ from torch import Tensor
 import optlib
 
 TARGET = 1.0  # optlib fused may take at most this many times the reference path's step time
+REPEATS = 4  # fresh builds of the optimizers per measurement, each in another order
 N_TENSORS = 100
 
 #: The element-wise optimizers and the hyperparameters they are timed with (both libraries).
@@ -126,6 +132,13 @@ def reference_path(name: str) -> str:
     if name in TORCH_FUSED:
         return "torch fused"
     return "torch foreach" if hasattr(torch.optim, name) else "optlib foreach"
+
+
+def build_orders(paths: list[str], repeats: int) -> list[list[str]]:
+    """The order in which each of ``repeats`` builds creates the paths' optimizers: rotated by
+    one each time, so that every path is built first, second, ... equally often when
+    ``repeats`` is a multiple of their number."""
+    return [paths[r % len(paths) :] + paths[: r % len(paths)] for r in range(repeats)]
 
 
 # --- parameters ------------------------------------------------------------------------------
@@ -308,31 +321,39 @@ def measure(
     threads: int,
     rounds: int = 20,
     warmup: int = 3,
+    repeats: int = REPEATS,
     n_tensors: int = N_TENSORS,
     target: float = TARGET,
     seed: int = 0,
 ) -> Row:
-    """Time every path of ``name`` and the streaming kernels, interleaved (see the module)."""
+    """Time every path of ``name`` and the streaming kernels, interleaved, in ``repeats``
+    builds of the optimizers, each in another order (see the module)."""
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         base = make_params(size, n_tensors, seed=seed)
-        opts = {path: make(clone_params(base)) for path, make in path_factories(name).items()}
-        del base
+        factories = path_factories(name)
         per_param = bytes_per_param(name)
         k = state_tensors(name)
         item = 4
-        streams = stream_kernels((2 + k) * item * size)
-        calls: dict[str, Callable[[], object]] = {path: opt.step for path, opt in opts.items()}
-        calls.update({f"stream {s}": fn for s, (fn, _) in streams.items()})
-        times = interleaved_times(calls, warmup=warmup, rounds=rounds)
+        times: dict[str, list[float]] = {}
+        for order in build_orders(list(factories), repeats):
+            opts = {path: factories[path](clone_params(base)) for path in order}
+            streams = stream_kernels((2 + k) * item * size)
+            calls: dict[str, Callable[[], object]] = {path: opts[path].step for path in factories}
+            calls.update({f"stream {s}": fn for s, (fn, _) in streams.items()})
+            each = interleaved_times(calls, warmup=warmup, rounds=-(-rounds // repeats))
+            for call, t in each.items():
+                times.setdefault(call, []).extend(t)
+            del opts, calls
+        del base
     finally:
         torch.set_num_threads(old_threads)
     med = {path: statistics.median(t) for path, t in times.items()}
     stream_gbs = {s: nbytes / med[f"stream {s}"] / 1e9 for s, (_, nbytes) in streams.items()}
     bandwidth = max(stream_gbs.values())
     floor = per_param * size / (bandwidth * 1e9)
-    times_ms = {path: 1e3 * med[path] for path in opts}
+    times_ms = {path: 1e3 * med[path] for path in factories}
     reference = reference_path(name)
     ratio = times_ms["optlib fused"] / times_ms[reference]
     return Row(
@@ -387,6 +408,7 @@ def run_benchmark(
     *,
     rounds: int = 20,
     warmup: int = 3,
+    repeats: int = REPEATS,
     n_tensors: int = N_TENSORS,
     target: float = TARGET,
     seed: int = 0,
@@ -405,6 +427,7 @@ def run_benchmark(
                 threads=t,
                 rounds=rounds,
                 warmup=warmup,
+                repeats=repeats,
                 n_tensors=n_tensors,
                 target=target,
                 seed=seed,
@@ -426,10 +449,14 @@ def machine() -> dict[str, object]:
     }
 
 
-def format_table(rows: list[Row], *, rounds: int | None = None, target: float = TARGET) -> str:
+def format_table(
+    rows: list[Row], *, rounds: int | None = None, target: float = TARGET, repeats: int = 1
+) -> str:
     """One block per (thread count, size): each path's median and share of the floor."""
     m = machine()
     how = f"median of {rounds} interleaved rounds" if rounds else "medians"
+    if rounds and repeats > 1:
+        how += f" in {repeats} builds"
     lines = [
         f"Step time vs the memory floor (float32, {how}; torch {m['torch']}, "
         f"{m['cpu']} {m['capability']}; ms and share of the floor)"
@@ -498,6 +525,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=20, help="timed rounds (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=REPEATS,
+        help=f"fresh builds of the optimizers, each in another order; the rounds are split among "
+        f"them (default {REPEATS})",
+    )
+    parser.add_argument(
         "--optimizers",
         nargs="+",
         choices=list(CONFIGS),
@@ -515,8 +549,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.rounds < 1 or args.warmup < 1 or args.tensors < 1 or min(args.threads) < 1:
-        raise SystemExit("--rounds, --warmup, --tensors and --threads must be >= 1")
+    counts = (args.rounds, args.warmup, args.repeats, args.tensors, min(args.threads))
+    if min(counts) < 1:
+        raise SystemExit("--rounds, --warmup, --repeats, --tensors and --threads must be >= 1")
     names = available(args.optimizers)
     started = machine()
     rows = run_benchmark(
@@ -525,11 +560,13 @@ def main(args: argparse.Namespace) -> int:
         args.threads,
         rounds=args.rounds,
         warmup=args.warmup,
+        repeats=args.repeats,
         n_tensors=args.tensors,
         target=args.target,
         progress=sys.stderr,
     )
-    print(format_table(rows, rounds=args.rounds, target=args.target), flush=True)
+    table = format_table(rows, rounds=args.rounds, target=args.target, repeats=args.repeats)
+    print(table, flush=True)
     second = model_table() if args.model_table else None
     if second:
         print()
@@ -541,6 +578,7 @@ def main(args: argparse.Namespace) -> int:
             "target": args.target,
             "rounds": args.rounds,
             "warmup": args.warmup,
+            "repeats": args.repeats,
             "rows": [asdict(r) for r in rows],
             "model_table": second,
         }
