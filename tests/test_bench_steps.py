@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import optlib
 from optlib.bench import steps
 from optlib.bench.__main__ import main as bench_main
 
@@ -113,6 +114,21 @@ def test_each_build_creates_the_paths_in_another_order():
     for position in range(4):
         assert sorted(o[position] for o in orders) == sorted(steps.PATHS)
     assert steps.build_orders(["a", "b"], 3) == [["a", "b"], ["b", "a"], ["a", "b"]]
+
+
+def test_time_builds_pools_the_builds_and_returns_the_last():
+    base = steps.make_params(500, 5)
+    factories = {
+        "torch": lambda ps: torch.optim.SGD(ps, lr=0.1),
+        "optlib": lambda ps: optlib.SGD(ps, lr=0.1),
+    }
+    times, opts, streams = steps.time_builds(factories, base, 4000, warmup=1, rounds=5, repeats=2)
+    assert set(times) == {"torch", "optlib"} | {f"stream {s}" for s in steps.STREAMS}
+    assert all(len(t) == 2 * 3 for t in times.values())  # 5 rounds: 3 per build, 2 builds
+    assert set(opts) == set(factories) and set(streams) == set(steps.STREAMS)
+    p_torch, p_optlib = (o.param_groups[0]["params"] for o in opts.values())
+    torch.testing.assert_close(p_torch, p_optlib, rtol=0, atol=0)  # same steps from the same start
+    assert not torch.equal(p_torch[0], base[0])  # ... 1 + 3 of them
 
 
 def test_interleaving_alternates_the_order():

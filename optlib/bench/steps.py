@@ -314,6 +314,35 @@ class Row:
     stream_gbs: dict[str, float] = field(default_factory=dict)
 
 
+def time_builds(
+    factories: dict[str, Callable[[list[Tensor]], torch.optim.Optimizer]],
+    params: list[Tensor],
+    stream_bytes: int,
+    *,
+    warmup: int,
+    rounds: int,
+    repeats: int = REPEATS,
+) -> tuple[dict[str, list[float]], dict[str, torch.optim.Optimizer], dict[str, tuple]]:
+    """Step times of the optimizers ``factories`` build on copies of ``params``, and of the
+    streaming kernels on ``stream_bytes``, interleaved (:func:`interleaved_times`), in
+    ``repeats`` builds whose orders :func:`build_orders` rotates, the ``rounds`` split among
+    them. Returns the seconds of every call (``"stream copy"`` etc. for the kernels), pooled
+    over the builds; the optimizers of the last build (each has taken ``warmup`` plus its share
+    of the rounds in steps); and the last build's streaming kernels (:func:`stream_kernels`)."""
+    times: dict[str, list[float]] = {}
+    opts: dict = {}
+    for order in build_orders(list(factories), repeats):
+        opts = calls = streams = {}  # the last build's buffers go before the next is made
+        opts = {path: factories[path](clone_params(params)) for path in order}
+        streams = stream_kernels(stream_bytes)
+        calls = {path: opts[path].step for path in factories}
+        calls.update({f"stream {s}": fn for s, (fn, _) in streams.items()})
+        each = interleaved_times(calls, warmup=warmup, rounds=-(-rounds // repeats))
+        for call, t in each.items():
+            times.setdefault(call, []).extend(t)
+    return times, {path: opts[path] for path in factories}, streams
+
+
 def measure(
     name: str,
     size: int,
@@ -336,16 +365,9 @@ def measure(
         per_param = bytes_per_param(name)
         k = state_tensors(name)
         item = 4
-        times: dict[str, list[float]] = {}
-        for order in build_orders(list(factories), repeats):
-            opts = {path: factories[path](clone_params(base)) for path in order}
-            streams = stream_kernels((2 + k) * item * size)
-            calls: dict[str, Callable[[], object]] = {path: opts[path].step for path in factories}
-            calls.update({f"stream {s}": fn for s, (fn, _) in streams.items()})
-            each = interleaved_times(calls, warmup=warmup, rounds=-(-rounds // repeats))
-            for call, t in each.items():
-                times.setdefault(call, []).extend(t)
-            del opts, calls
+        times, _, streams = time_builds(
+            factories, base, (2 + k) * item * size, warmup=warmup, rounds=rounds, repeats=repeats
+        )
         del base
     finally:
         torch.set_num_threads(old_threads)
