@@ -130,8 +130,11 @@ def _inductor(threads: int) -> Callable:
 
         graph = compile_fx(graph_module, example_inputs, config_patches={"cpp.threads": threads})
 
+        seen = []
+
         def first_call(*args):  # how dynamo lays out the graph's arguments, seen once
-            if not _captured:
+            if not seen:
+                seen.append(True)
                 _captured.append((graph, args))
             return graph(*args)
 
@@ -237,6 +240,7 @@ def _ready(update: FusedUpdate, flags: tuple, n_state: int, p: Tensor) -> bool:
         direct = _Direct.from_first_call(graph, seen, [scalars, *dummies], length)
         if direct is not None:
             _direct[key] = direct
+    _captured.clear()
     _ready_keys.add(key)
     return True
 
