@@ -391,8 +391,7 @@ def test_muon_with_aux_adamw_runs_its_adamw_groups_fused():
 
 def _direct_key(opt, update):
     group = opt.param_groups[0]
-    p = group["params"][0]
-    return (update.name, update.flags(group), p.dtype, p.device, torch.get_num_threads())
+    return _fused._kernel_key(update, update.flags(group), group["params"][0])
 
 
 def test_the_step_calls_the_compiled_graph_directly(monkeypatch):

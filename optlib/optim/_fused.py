@@ -190,6 +190,12 @@ class _Direct:
         self.graph(*[ours[j] if j >= 0 else length for j in self.layout])
 
 
+def _kernel_key(update: FusedUpdate, flags: tuple, t: Tensor) -> tuple:
+    """What one compiled graph is specific to: the update, its static switches, the dtype and
+    device of the buffers (``t``'s), and the thread count."""
+    return (update.name, flags, t.dtype, t.device, torch.get_num_threads())
+
+
 def scalar_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype of the per-step scalars for parameters of ``dtype``: ATen's ``opmath`` type,
     in which the single-tensor path's ``Scalar`` arguments reach its kernels (float64 for
@@ -212,7 +218,7 @@ def _give_up(device: torch.device, reason: str) -> None:
 def _ready(update: FusedUpdate, flags: tuple, n_state: int, p: Tensor) -> bool:
     """Compile the kernel for ``p``'s dtype and device on dummies, before the real call touches
     anything, so that a failure can still fall back cleanly."""
-    key = (update.name, flags, p.dtype, p.device, torch.get_num_threads())
+    key = _kernel_key(update, flags, p)
     if key in _ready_keys:
         return True
     if p.device.type in _unavailable:
@@ -493,8 +499,8 @@ def _step_bucket(optimizer, group, update, flags, bucket: _Bucket, present, fore
         else:
             segments.append([i, i + 1, key])
     flat = bucket.param_flat
-    device, dtype = flat.device, scalar_dtype(flat.dtype)
-    compiled = _direct.get((update.name, flags, flat.dtype, device, torch.get_num_threads()))
+    dtype = scalar_dtype(flat.dtype)
+    compiled = _direct.get(_kernel_key(update, flags, flat))
     if compiled is None:
         compiled = compiled_kernel(update, flags)
     buffers = [flat, bucket.grad_flat] + [bucket.state_flat[k] for k, _ in bucket.state_keys]
@@ -515,7 +521,7 @@ def _scalars(bucket: _Bucket, values: list[float], dtype: torch.dtype) -> Tensor
     (SGD, Adagrad without ``lr_decay``, Lion, RMSprop with constant hyperparameters): one
     allocation, or on a GPU one host-to-device copy, fewer per step."""
     last, s = bucket.last_scalars
-    if s is None or last != values or s.dtype != dtype:
+    if s is None or last != values:
         s = torch.tensor(values, dtype=dtype, device=bucket.param_flat.device)
         bucket.last_scalars = (values, s)
     return s
