@@ -459,3 +459,41 @@ def test_sgd_follows_a_learning_rate_that_changes_now_and_then():
     expected = run(lambda ps: optlib.SGD(ps, foreach=False, **kw), clone_params(p0), 10,
                    scheduler_factory=schedule)  # fmt: skip
     assert_close_lists(got, expected, rtol=1e-12, atol=1e-14)
+
+
+CAPABILITY_RUN = """
+import torch, optlib
+torch.manual_seed(0)
+ps = [torch.randn(1000, requires_grad=True) for _ in range(3)]
+for p in ps:
+    p.grad = torch.randn(1000)
+qs = [p.detach().clone().requires_grad_() for p in ps]
+for p, q in zip(ps, qs):
+    q.grad = p.grad.clone()
+fused, single = optlib.AdamW(ps, fused=True), optlib.AdamW(qs)
+for _ in range(3):
+    fused.step()
+    single.step()
+gap = max(float((p - q).abs().max()) for p, q in zip(ps, qs))
+assert gap < 1e-6, gap
+print("agrees")
+"""
+
+
+def test_a_kernel_cached_under_one_cpu_capability_is_not_reused_under_another(tmp_path):
+    """Two processes share inductor's on-disk cache, the second with AVX2 kernels forced (as
+    ``make test``'s perturbed run does): each fused step agrees with the single-tensor one. On
+    torch 2.13 the second reused the first's cached kernel and got half the elements wrong."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    base.pop("ATEN_CPU_CAPABILITY", None)
+    for extra in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}):
+        done = subprocess.run(
+            [sys.executable, "-c", CAPABILITY_RUN],
+            cwd=root,
+            env={**base, **extra},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0 and "agrees" in done.stdout, (extra, done.stderr[-2000:])

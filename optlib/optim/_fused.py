@@ -128,7 +128,8 @@ def _inductor(threads: int) -> Callable:
     def backend(graph_module, example_inputs):
         from torch._inductor.compile_fx import compile_fx
 
-        graph = compile_fx(graph_module, example_inputs, config_patches={"cpp.threads": threads})
+        patches = {"cpp.threads": threads, "cpp.simdlen": _simdlen()}
+        graph = compile_fx(graph_module, example_inputs, config_patches=patches)
 
         seen = []
 
@@ -144,6 +145,20 @@ def _inductor(threads: int) -> Callable:
 
 
 _captured: list[tuple[Callable, tuple]] = []
+
+
+def _simdlen() -> int:
+    """The vector width, in bits, that inductor picks on this machine (1: none), named in the
+    compile options so that it is part of inductor's on-disk cache key.
+
+    Without it a kernel cached by a process with one ``ATEN_CPU_CAPABILITY`` (AVX-512, say) was
+    reused by a process with another (AVX2), and the fused step silently updated half of the
+    parameters wrongly (torch 2.13; ``make test``'s perturbed run switches the capability).
+    """
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    isa = pick_vec_isa()
+    return isa.bit_width() if isa else 1
 
 
 @dataclass(frozen=True)
